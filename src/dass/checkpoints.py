@@ -270,7 +270,8 @@ def dass_config_from_hf(cfg: dict[str, Any]):
         raise ConfigError(f"Hugging Face DASS config: patch_size {cfg['patch_size']} is not supported (only 4)")
     if "embed_dim" in cfg and int(cfg["embed_dim"]) != dims[0]:
         raise ConfigError(f"Hugging Face DASS config: embed_dim {cfg['embed_dim']} differs from dims[0] = {dims[0]}")
-    num_classes = int(cfg.get("num_classes", 527))
+    id2label = cfg.get("id2label")
+    num_classes = int(cfg.get("num_classes", len(id2label) if isinstance(id2label, dict) and id2label else 527))
     return DASSConfig(
         depths=tuple(depths),
         dims=tuple(dims),
@@ -278,6 +279,17 @@ def dass_config_from_hf(cfg: dict[str, Any]):
         drop_path_rate=float(cfg.get("drop_path_rate", 0.2)),
         labels=_labels_from_id2label(cfg.get("id2label"), num_classes),
     )
+
+
+def _hf_preprocessor_config() -> dict[str, Any]:
+    """The ``preprocessor_config.json`` of a Hugging Face DASS folder (SPEC §1 front end)."""
+    from .features import AUDIOSET_MEAN, AUDIOSET_STD
+
+    return {
+        "feature_extractor_type": "DASSFeatureExtractor", "feature_size": 1, "sampling_rate": 16000,
+        "num_mel_bins": 128, "max_length": 1024, "padding_value": 0.0, "padding_side": "right",
+        "do_normalize": True, "mean": AUDIOSET_MEAN, "std": AUDIOSET_STD, "return_attention_mask": False,
+    }
 
 
 def dass_config_to_hf(config) -> dict[str, Any]:
@@ -620,6 +632,7 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, format: str = "da
         dst.mkdir(parents=True, exist_ok=True)
         _write_safetensors(dst / WEIGHTS_NAME, state_dict_to_hf_dass(state))
         _write_json(dst / CONFIG_NAME, hf_config)
+        _write_json(dst / "preprocessor_config.json", _hf_preprocessor_config())
         return dst
     if dst.suffix not in (".pth", ".pt"):
         raise ConfigError(f"an authors'-format checkpoint is a .pth file; got {dst}")
