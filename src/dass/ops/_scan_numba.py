@@ -1,0 +1,318 @@
+"""Numba kernels of the selective scan (CPU, float32, state accumulated in float32).
+
+Layout (all C-contiguous float32): u, delta, y (batch, channels, L); A (channels, N);
+B, C (batch, K, N, L); D, delta_bias (channels,); states (batch, channels, N).
+
+Forward: rows (batch, channel) are processed in blocks of ``ROW_BLOCK`` rows (blocks in parallel),
+time in chunks of ``TIME_CHUNK`` steps. Per chunk, (1) the step factors exp(delta*A) and
+delta*B*u are computed with SIMD-vectorisable exp/softplus, (2) the recurrence h = a*h + x runs
+over four independent rows at once, (3) y = C.h + D*u is vectorised again. Only the output and
+two small per-block buffers are allocated.
+
+Backward: recomputes the states chunk by chunk from checkpoints saved every ``BACKWARD_CHUNK``
+steps (no division by exp(delta*A), so it is safe for any L).
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+from llvmlite import ir
+from numba.core import types
+from numba.extending import intrinsic
+
+ROW_BLOCK = 8  # rows per parallel work item; a multiple of 4 (the recurrence runs 4 rows at once)
+TIME_CHUNK = 512  # time steps per buffered chunk (2 buffers of ROW_BLOCK * N * TIME_CHUNK floats)
+BACKWARD_CHUNK = 1024
+_FAST = {"contract"}  # allow fused multiply-add; no other fast-math liberties (NaN/inf kept)
+
+
+@intrinsic
+def _float32_from_bits(typingctx, bits):
+    """Reinterpret an int32 bit pattern as a float32 (used to build 2**n)."""
+    if bits != types.int32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return types.float32(types.int32), codegen
+
+
+@nb.njit(inline="always", cache=True, fastmath=_FAST)
+def exp32(x):
+    """exp(x) for float32 x, branch-free so loops over it vectorise (relative error < 2e-7).
+
+    exp(x) = 2**n * exp(r), n = round(x / ln 2), |r| <= ln(2)/2, exp(r) by a Cephes polynomial.
+    """
+    xc = min(max(x, np.float32(-87.0)), np.float32(88.0))
+    n = np.floor(xc * np.float32(1.44269504088896341) + np.float32(0.5))
+    r = xc - n * np.float32(0.693359375) + n * np.float32(2.12194440e-4)  # ln 2 in two parts
+    p = np.float32(1.9875691500e-4)
+    p = p * r + np.float32(1.3981999507e-3)
+    p = p * r + np.float32(8.3334519073e-3)
+    p = p * r + np.float32(4.1665795894e-2)
+    p = p * r + np.float32(1.6666665459e-1)
+    p = p * r + np.float32(5.0000001201e-1)
+    p = p * r * r + r + np.float32(1.0)
+    value = p * _float32_from_bits(np.int32((n + np.float32(127.0)) * np.float32(8388608.0)))
+    value = np.float32(0.0) if x < np.float32(-87.0) else value
+    value = np.float32(np.inf) if x > np.float32(88.0) else value
+    return x if x != x else value  # NaN in, NaN out
+
+
+@nb.njit(inline="always", cache=True, fastmath=_FAST)
+def softplus32(z):
+    """log(1 + exp(z)) = max(z, 0) + log1p(w), w = exp(-|z|) in (0, 1], branch-free.
+
+    log1p(w) = 2 atanh(s), s = w / (2 + w) in (0, 1/3]: an odd series without cancellation
+    (relative error < 3e-7).
+    """
+    w = exp32(-abs(z))
+    s = w / (np.float32(2.0) + w)
+    s2 = s * s
+    p = np.float32(1.0 / 13.0)
+    p = p * s2 + np.float32(1.0 / 11.0)
+    p = p * s2 + np.float32(1.0 / 9.0)
+    p = p * s2 + np.float32(1.0 / 7.0)
+    p = p * s2 + np.float32(1.0 / 5.0)
+    p = p * s2 + np.float32(1.0 / 3.0)
+    value = max(z, np.float32(0.0)) + np.float32(2.0) * s * (p * s2 + np.float32(1.0))
+    return z if z != z else value
+
+
+@nb.njit(parallel=True, cache=True, fastmath=_FAST)
+def scan_forward(u, delta, A, B, C, D, delta_bias, delta_softplus, h0, y, h_last):
+    """Write y (batch, channels, L) and h_last (batch, channels, N)."""
+    batch, channels, length = u.shape
+    groups = B.shape[1]
+    state = A.shape[1]
+    per_group = channels // groups
+    rows = batch * channels
+    lanes = ROW_BLOCK * state  # one lane per (row, state index); a multiple of 4
+    for block in nb.prange((rows + ROW_BLOCK - 1) // ROW_BLOCK):
+        first_row = block * ROW_BLOCK
+        n_rows = min(ROW_BLOCK, rows - first_row)
+        batch_of = np.empty(ROW_BLOCK, np.int64)
+        channel_of = np.empty(ROW_BLOCK, np.int64)
+        group_of = np.empty(ROW_BLOCK, np.int64)
+        decay = np.zeros((lanes, TIME_CHUNK), np.float32)  # exp(delta_t * A), then unused
+        hidden = np.zeros((lanes, TIME_CHUNK), np.float32)  # delta_t * B_t * u_t, then h_t
+        step = np.empty(TIME_CHUNK, np.float32)  # delta_t after bias and softplus
+        h = np.zeros(lanes, np.float32)
+        for i in range(n_rows):
+            batch_of[i] = (first_row + i) // channels
+            channel_of[i] = (first_row + i) % channels
+            group_of[i] = channel_of[i] // per_group
+            for n in range(state):
+                h[i * state + n] = h0[batch_of[i], channel_of[i], n]
+        used_lanes = n_rows * state
+        for t0 in range(0, length, TIME_CHUNK):
+            nt = min(TIME_CHUNK, length - t0)
+            # (1) step factors, vectorised over time.
+            for i in range(n_rows):
+                b, c, k = batch_of[i], channel_of[i], group_of[i]
+                bias = delta_bias[c]
+                delta_row = delta[b, c, t0:t0 + nt]
+                u_row = u[b, c, t0:t0 + nt]
+                if delta_softplus:
+                    for t in range(nt):
+                        step[t] = softplus32(delta_row[t] + bias)
+                else:
+                    for t in range(nt):
+                        step[t] = delta_row[t] + bias
+                for n in range(state):
+                    a = A[c, n]
+                    B_row = B[b, k, n, t0:t0 + nt]
+                    decay_lane = decay[i * state + n]
+                    hidden_lane = hidden[i * state + n]
+                    for t in range(nt):
+                        decay_lane[t] = exp32(step[t] * a)
+                        hidden_lane[t] = step[t] * u_row[t] * B_row[t]
+            # (2) h_t = a_t * h_{t-1} + x_t, four independent lanes at a time (unused lanes are 0).
+            for j in range(0, used_lanes, 4):
+                a0, a1, a2, a3 = decay[j], decay[j + 1], decay[j + 2], decay[j + 3]
+                x0, x1, x2, x3 = hidden[j], hidden[j + 1], hidden[j + 2], hidden[j + 3]
+                h0_, h1_, h2_, h3_ = h[j], h[j + 1], h[j + 2], h[j + 3]
+                for t in range(nt):
+                    h0_ = a0[t] * h0_ + x0[t]
+                    h1_ = a1[t] * h1_ + x1[t]
+                    h2_ = a2[t] * h2_ + x2[t]
+                    h3_ = a3[t] * h3_ + x3[t]
+                    x0[t] = h0_
+                    x1[t] = h1_
+                    x2[t] = h2_
+                    x3[t] = h3_
+                h[j], h[j + 1], h[j + 2], h[j + 3] = h0_, h1_, h2_, h3_
+            # (3) y_t = C_t . h_t + D * u_t, vectorised over time.
+            for i in range(n_rows):
+                b, c, k = batch_of[i], channel_of[i], group_of[i]
+                skip = D[c]
+                y_row = y[b, c, t0:t0 + nt]
+                u_row = u[b, c, t0:t0 + nt]
+                for t in range(nt):
+                    y_row[t] = skip * u_row[t]
+                for n in range(state):
+                    C_row = C[b, k, n, t0:t0 + nt]
+                    hidden_lane = hidden[i * state + n]
+                    for t in range(nt):
+                        y_row[t] += hidden_lane[t] * C_row[t]
+        for i in range(n_rows):
+            for n in range(state):
+                h_last[batch_of[i], channel_of[i], n] = h[i * state + n]
+
+
+@nb.njit(cache=True, fastmath={"reassoc", "contract"})
+def _sum64(values, count):
+    """sum(values[:count]) accumulated in float64 (reassociation allowed so that it vectorises)."""
+    total = 0.0
+    for t in range(count):
+        total += np.float64(values[t])
+    return total
+
+
+@nb.njit(inline="always", cache=True, fastmath=_FAST)
+def _chunk_states(delta_row, u_row, B_group, A_row, bias, delta_softplus, nt, step, decay, states):
+    """One chunk of one row, forward: step sizes, decays and states.
+
+    delta_row, u_row (nt,); B_group (N, nt); A_row (N,). Writes step[:nt] = delta_t,
+    decay[n, :nt] = exp(delta_t * A_n) and states[n, 1:nt+1] = h_t; states[n, 0] must hold the
+    state before the chunk.
+    """
+    if delta_softplus:
+        for t in range(nt):
+            step[t] = softplus32(delta_row[t] + bias)
+    else:
+        for t in range(nt):
+            step[t] = delta_row[t] + bias
+    for n in range(A_row.shape[0]):
+        a = A_row[n]
+        decay_n = decay[n]
+        states_n = states[n]
+        for t in range(nt):
+            decay_n[t] = exp32(step[t] * a)
+            states_n[t + 1] = step[t] * u_row[t] * B_group[n, t]  # input term, overwritten below
+        h = states_n[0]
+        for t in range(nt):
+            h = decay_n[t] * h + states_n[t + 1]
+            states_n[t + 1] = h
+
+
+@nb.njit(parallel=True, cache=True, fastmath=_FAST)
+def scan_backward(
+    u, delta, A, B, C, D, delta_bias, delta_softplus, h0, grad_y, grad_h_last,
+    grad_u, grad_delta, grad_B, grad_C, grad_h0, grad_A_part, grad_D_part, grad_bias_part,
+):
+    """Gradients of the scan given grad_y (batch, channels, L) and grad_h_last (batch, channels, N).
+
+    Writes grad_u, grad_delta (batch, channels, L), grad_h0 (batch, channels, N), and partial sums
+    that the caller adds up: grad_B, grad_C (batch, K, S, N, L; zeroed by the caller), one slice per
+    split s of the group's channels, and grad_A_part (batch, channels, N), grad_D_part,
+    grad_bias_part (batch, channels) in float64. Parallel over (batch, group, split), so no two
+    work items write the same element.
+
+    With g_t = dLoss/dh_t (through y_t and h_{t+1}):  g_t = grad_y_t C_t + exp(delta_{t+1} A) g_{t+1},
+    grad_u_t = D grad_y_t + sum_n g_tn delta_t B_tn,  grad_C_tn += grad_y_t h_tn,
+    grad_B_tn += g_tn delta_t u_t,  dLoss/ddelta_t = sum_n g_tn (B_tn u_t + A_n exp(delta_t A_n) h_{t-1,n}),
+    grad_A_n += sum_t g_tn delta_t exp(delta_t A_n) h_{t-1,n}.
+    """
+    batch, channels, length = u.shape
+    groups = B.shape[1]
+    state = A.shape[1]
+    per_group = channels // groups
+    chunk = BACKWARD_CHUNK
+    n_chunks = (length + chunk - 1) // chunk
+    splits = grad_B.shape[2]
+    for unit in nb.prange(batch * groups * splits):
+        b = unit // (groups * splits)
+        k = (unit // splits) % groups
+        split = unit % splits
+        checkpoints = np.empty((max(n_chunks, 1), state), np.float32)
+        step = np.empty(chunk, np.float32)
+        slope = np.empty(chunk, np.float32)  # d delta / d (delta + bias): sigmoid, or 1
+        decay = np.empty((state, chunk), np.float32)
+        states = np.empty((state, chunk + 1), np.float32)  # [n, 0]: before the chunk; [n, t+1]: h_t
+        grad_states = np.empty((state, chunk), np.float32)
+        scratch = np.empty(chunk, np.float32)
+        carry = np.empty(state, np.float32)  # dLoss/dh through the recurrence
+        first = k * per_group + (split * per_group) // splits
+        for c in range(first, k * per_group + ((split + 1) * per_group) // splits):
+            bias = delta_bias[c]
+            skip = D[c]
+            A_row = A[c]
+            # Pass 1: the state at the start of every chunk.
+            for n in range(state):
+                states[n, 0] = h0[b, c, n]
+            for j in range(n_chunks):
+                start = j * chunk
+                nt = min(chunk, length - start)
+                for n in range(state):
+                    checkpoints[j, n] = states[n, 0]
+                _chunk_states(delta[b, c, start:start + nt], u[b, c, start:start + nt],
+                              B[b, k, :, start:start + nt], A_row, bias, delta_softplus, nt,
+                              step, decay, states)
+                for n in range(state):
+                    states[n, 0] = states[n, nt]
+            # Pass 2: chunks in reverse; recompute the chunk's states, then walk back.
+            for n in range(state):
+                carry[n] = grad_h_last[b, c, n]
+                grad_A_part[b, c, n] = 0.0
+            grad_D_acc = 0.0
+            grad_bias_acc = 0.0
+            for j in range(n_chunks - 1, -1, -1):
+                start = j * chunk
+                stop = start + min(chunk, length - start)
+                nt = stop - start
+                for n in range(state):
+                    states[n, 0] = checkpoints[j, n]
+                u_row = u[b, c, start:stop]
+                delta_row = delta[b, c, start:stop]
+                gy_row = grad_y[b, c, start:stop]
+                _chunk_states(delta_row, u_row, B[b, k, :, start:stop], A_row, bias,
+                              delta_softplus, nt, step, decay, states)
+                if delta_softplus:
+                    for t in range(nt):
+                        slope[t] = np.float32(1.0) / (np.float32(1.0) + exp32(-(delta_row[t] + bias)))
+                else:
+                    for t in range(nt):
+                        slope[t] = np.float32(1.0)
+                for n in range(state):  # the backward recurrence (sequential)
+                    g = carry[n]
+                    C_n = C[b, k, n, start:stop]
+                    for t in range(nt - 1, -1, -1):
+                        g = gy_row[t] * C_n[t] + g
+                        grad_states[n, t] = g
+                        g = decay[n, t] * g
+                    carry[n] = g
+                gu_row = grad_u[b, c, start:stop]
+                gd_row = grad_delta[b, c, start:stop]
+                for t in range(nt):
+                    gu_row[t] = gy_row[t] * skip
+                    gd_row[t] = np.float32(0.0)
+                for n in range(state):  # everything else is elementwise: vectorised over time
+                    a_n = A_row[n]
+                    B_n = B[b, k, n, start:stop]
+                    C_n_grad = grad_C[b, k, split, n, start:stop]
+                    B_n_grad = grad_B[b, k, split, n, start:stop]
+                    g_n = grad_states[n]
+                    h_n = states[n]
+                    decay_n = decay[n]
+                    for t in range(nt):
+                        g = g_n[t]
+                        d = step[t]
+                        C_n_grad[t] += gy_row[t] * h_n[t + 1]
+                        B_n_grad[t] += g * d * u_row[t]
+                        gu_row[t] += g * d * B_n[t]
+                        g_decay = g * h_n[t] * decay_n[t]  # dLoss/d(delta_t A_n)
+                        gd_row[t] += g * B_n[t] * u_row[t] + g_decay * a_n
+                        scratch[t] = g_decay * d
+                    grad_A_part[b, c, n] += _sum64(scratch, nt)
+                for t in range(nt):
+                    gd_row[t] *= slope[t]
+                    scratch[t] = gy_row[t] * u_row[t]
+                grad_D_acc += _sum64(scratch, nt)
+                grad_bias_acc += _sum64(gd_row, nt)
+            for n in range(state):
+                grad_h0[b, c, n] = carry[n]
+            grad_D_part[b, c] = grad_D_acc
+            grad_bias_part[b, c] = grad_bias_acc
