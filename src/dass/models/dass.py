@@ -18,7 +18,9 @@ placeholders in the stem and the downsampling blocks exist only to keep the auth
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -28,6 +30,7 @@ from torch import nn
 
 from ..errors import AudioError, CheckpointError, ConfigError
 from ..ops import selective_scan
+from ..ops.layer_norm import layer_norm_channels_first, layer_norm_channels_first_ref
 from .registry import register_architecture, register_model
 
 __all__ = [
@@ -43,6 +46,7 @@ __all__ = [
     "dass_small",
     "dass_tiny",
     "init_from_vmamba",
+    "reference_ops",
 ]
 
 POOLING_MODES = ("mean", "first", "middle", "last", "sum")
@@ -129,20 +133,51 @@ class DASSConfig:
 # ------------------------------------------------------------------------------------- small layers
 
 
+_USE_REFERENCE_OPS = False  # set by reference_ops(): run the plain implementations below
+
+
+@contextlib.contextmanager
+def reference_ops() -> Iterator[None]:
+    """Within this context DASS layers run their plain reference implementations.
+
+    The fast paths (numba channel-first LayerNorm, 1x1 convolutions as matmuls, cross-scan/merge with
+    hand-written adjoint backward, matmul projections in SS2D) compute the same function; tests and
+    ``benchmarks/train_step.py`` compare them against this reference. Not thread-safe (a global flag).
+    """
+    global _USE_REFERENCE_OPS
+    previous, _USE_REFERENCE_OPS = _USE_REFERENCE_OPS, True
+    try:
+        yield
+    finally:
+        _USE_REFERENCE_OPS = previous
+
+
 class Linear2d(nn.Linear):
     """A 1x1 convolution stored as ``nn.Linear`` (weight ``(out, in)``): ``(B, in, H, W) -> (B, out, H, W)``."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.weight[:, :, None, None], self.bias)
+        if _USE_REFERENCE_OPS:
+            return F.conv2d(x, self.weight[:, :, None, None], self.bias)
+        b, _, h, w = x.shape
+        # (out, in) @ (B, in, H*W) as a batched GEMM on the channel-first layout (torch.matmul would
+        # fold it into one GEMM over (B*H*W, in) and copy x and y to channels-last for that).
+        y = torch.bmm(self.weight.expand(b, -1, -1), x.reshape(b, x.shape[1], h * w))
+        if self.bias is not None:
+            y = y + self.bias[:, None]
+        return y.view(b, -1, h, w)
 
 
 class LayerNorm2d(nn.LayerNorm):
-    """LayerNorm over the channel axis of a channel-first map ``(B, C, H, W)``."""
+    """LayerNorm over the channel axis of a channel-first map ``(B, C, H, W)``.
+
+    Same as permuting to channels-last, ``nn.LayerNorm`` and permuting back (the reference), but
+    computed in place of the channel-first layout (:func:`dass.ops.layer_norm.layer_norm_channels_first`).
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.permute(0, 2, 3, 1)
-        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
-        return x.permute(0, 3, 1, 2)
+        if _USE_REFERENCE_OPS:
+            return layer_norm_channels_first_ref(x, self.weight, self.bias, self.eps)
+        return layer_norm_channels_first(x, self.weight, self.bias, self.eps)
 
 
 class DropPath(nn.Module):
@@ -160,7 +195,9 @@ class DropPath(nn.Module):
             return x
         keep = 1.0 - self.p
         mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
-        return x * mask / keep
+        if _USE_REFERENCE_OPS:
+            return x * mask / keep
+        return x * (mask / keep)  # one pass over x instead of two
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
@@ -174,13 +211,8 @@ def downsample_size(n: int) -> int:
 # ----------------------------------------------------------------------------------- SS2D and blocks
 
 
-def cross_scan(x: torch.Tensor) -> torch.Tensor:
-    """Unfold a map into the four SS2D scan orders: ``(B, C, H, W) -> (B, 4, C, H*W)``.
-
-    k0: row-major (index h*W + w: every time step of frequency row 0, then row 1, ...);
-    k1: column-major (index w*H + h: every frequency of time step 0, then 1, ...);
-    k2: k0 reversed; k3: k1 reversed.
-    """
+def cross_scan_ref(x: torch.Tensor) -> torch.Tensor:
+    """Reference of :func:`cross_scan` (plain tensor ops, autograd through every copy)."""
     b, c, h, w = x.shape
     xs = x.new_empty(b, NUM_DIRECTIONS, c, h * w)
     xs[:, 0] = x.flatten(2)
@@ -189,12 +221,76 @@ def cross_scan(x: torch.Tensor) -> torch.Tensor:
     return xs
 
 
-def cross_merge(ys: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Inverse of :func:`cross_scan`, summing the directions: ``(B, 4, C, H*W) -> (B, C, H, W)``."""
+def cross_merge_ref(ys: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Reference of :func:`cross_merge` (plain tensor ops)."""
     b, _, c, _ = ys.shape
     row_major = ys[:, 0] + ys[:, 2].flip(-1)  # (B, C, H*W), index h*W + w
     col_major = ys[:, 1] + ys[:, 3].flip(-1)  # (B, C, W*H), index w*H + h
     return row_major.view(b, c, height, width) + col_major.view(b, c, width, height).transpose(2, 3)
+
+
+def _cross_scan_values(x: torch.Tensor) -> torch.Tensor:
+    """Forward of cross_scan without autograd bookkeeping: ``(B, C, H, W) -> (B, 4, C, H*W)``."""
+    b, c, h, w = x.shape
+    xs = x.new_empty(b, NUM_DIRECTIONS, c, h * w)
+    xs[:, 0].view(b, c, h, w).copy_(x)
+    xs[:, 1].view(b, c, w, h).copy_(x.transpose(2, 3))
+    xs[:, 2:].copy_(xs[:, :2].flip(-1))
+    return xs
+
+
+def _cross_merge_values(ys: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Forward of cross_merge without autograd bookkeeping: ``(B, 4, C, H*W) -> (B, C, H, W)``."""
+    b, _, c, _ = ys.shape
+    pair = ys[:, :2] + ys[:, 2:].flip(-1)  # (B, 2, C, L): row-major and column-major sums
+    out = pair[:, 0].reshape(b, c, height, width).clone()
+    out += pair[:, 1].view(b, c, width, height).transpose(2, 3)
+    return out
+
+
+class _CrossScan(torch.autograd.Function):
+    """cross_scan is linear and cross_merge is its adjoint, so each is the other's backward."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.size = x.shape[2:]
+        return _cross_scan_values(x)
+
+    @staticmethod
+    def backward(ctx, grad_xs):
+        return _cross_merge_values(grad_xs, *ctx.size)
+
+
+class _CrossMerge(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, ys, height, width):
+        return _cross_merge_values(ys, height, width)
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        return _cross_scan_values(grad_y.contiguous()), None, None
+
+
+def cross_scan(x: torch.Tensor) -> torch.Tensor:
+    """Unfold a map into the four SS2D scan orders: ``(B, C, H, W) -> (B, 4, C, H*W)``.
+
+    k0: row-major (index h*W + w: every time step of frequency row 0, then row 1, ...);
+    k1: column-major (index w*H + h: every frequency of time step 0, then 1, ...);
+    k2: k0 reversed; k3: k1 reversed. Backward is :func:`cross_merge` (the adjoint).
+    """
+    if _USE_REFERENCE_OPS:
+        return cross_scan_ref(x)
+    return _CrossScan.apply(x)
+
+
+def cross_merge(ys: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Inverse of :func:`cross_scan`, summing the directions: ``(B, 4, C, H*W) -> (B, C, H, W)``.
+
+    Backward is :func:`cross_scan` (the adjoint).
+    """
+    if _USE_REFERENCE_OPS:
+        return cross_merge_ref(ys, height, width)
+    return _CrossMerge.apply(ys, height, width)
 
 
 class SS2D(nn.Module):
@@ -254,9 +350,15 @@ class SS2D(nn.Module):
 
         u = self.act(self.conv2d(self.in_proj(x)))  # (B, D, H, W), D = d_inner
         us = cross_scan(u)  # (B, K, D, L)
-        x_dbl = torch.einsum("bkdl,kcd->bkcl", us, self.x_proj_weight)  # (B, K, R + 2N, L)
+        if _USE_REFERENCE_OPS:
+            x_dbl = torch.einsum("bkdl,kcd->bkcl", us, self.x_proj_weight)  # (B, K, R + 2N, L)
+        else:  # the same contraction as one batched GEMM over (B, K), no permute copies of us
+            x_dbl = torch.matmul(self.x_proj_weight, us)
         dt_low, B, C = torch.split(x_dbl, [rank, n, n], dim=2)
-        delta = torch.einsum("bkrl,kdr->bkdl", dt_low, self.dt_projs_weight)  # (B, K, D, L)
+        if _USE_REFERENCE_OPS:
+            delta = torch.einsum("bkrl,kdr->bkdl", dt_low, self.dt_projs_weight)  # (B, K, D, L)
+        else:
+            delta = torch.matmul(self.dt_projs_weight, dt_low)
 
         ys = selective_scan(
             us.view(b, k * self.d_inner, length),
