@@ -12,6 +12,7 @@ from ..errors import DassError
 NAME = "tag"
 HELP = "tag audio files with a pretrained model (top classes and their probabilities)"
 DEFAULT_MODEL = "saurabhati/DASS_small_AudioSet_50.1"
+LONG_INPUT_FRAMES = 60_000  # show the model's progress bar above 10 min of audio
 DESCRIPTION = f"""\
 Tag audio files with a pretrained audio classifier and print the most likely classes.
 
@@ -34,6 +35,15 @@ examples:
   dass tag clip.wav --model ./dass_small --json   # machine-readable output
   dass tag clip.wav --model DASS_small.pth --labels class_labels_indices.csv
   dass tag hour.wav --max-frames 1024             # only the first 1024 frames (~10 s)
+  dass tag hour.wav --timeline --plot             # + hour.timeline.csv / .png: scores over time
+  dass tag a.wav --timeline --segment 5 --timeline-format json --timeline-dir out/
+
+On the CPU, DASS models run on the fast inference engine (dass.inference: same results as the
+model's own forward to ~1e-6, several times faster), and inputs of hours run in one exact pass, tile
+by tile, with a progress bar. --timeline scores every segment (--segment seconds, in steps of
+0.32 s) of each file with the model's head, and writes <file>.timeline.csv (one row per segment,
+one column per class) or .json into --timeline-dir, and with --plot a heat map of the top classes;
+the text output lists where each top class peaks.
 
 default model: {DEFAULT_MODEL}
 """
@@ -56,6 +66,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="use only the first N feature frames of each file (100 frames = 1 s)")
     parser.add_argument("--min-frames", type=int, default=1024, metavar="N",
                         help="pad shorter files to N frames as in training (default 1024; 0 = no padding)")
+    timeline = parser.add_argument_group("timeline (where in a recording the classes are; DASS models)")
+    timeline.add_argument("--timeline", action="store_true",
+                          help="also write per-segment class probabilities of each file")
+    timeline.add_argument("--segment", type=float, default=1.0, metavar="SECONDS",
+                          help="timeline segment length (default 1.0; rounded to whole 0.32 s steps)")
+    timeline.add_argument("--timeline-format", choices=("csv", "json"), default="csv",
+                          help="file format of the timelines (default csv)")
+    timeline.add_argument("--timeline-dir", default=".", metavar="DIR",
+                          help="write <file>.timeline.csv/.json here (default: the current directory)")
+    timeline.add_argument("--plot", action="store_true",
+                          help="with --timeline: also write <file>.timeline.png (heat map of the top classes)")
 
 
 # ----------------------------------------------------------------------------------------- helpers
@@ -136,8 +157,44 @@ def clip_features(path: str, max_frames: int | None, min_frames: int) -> tuple[A
     return features, audio_frames, waveform.shape[0] / sample_rate
 
 
+def timeline_stems(paths: list[str]) -> list[str]:
+    """A distinct output name per input file: its stem, with -2, -3, ... for repeated stems."""
+    from pathlib import Path
+
+    seen: dict[str, int] = {}
+    stems = []
+    for path in paths:
+        stem = Path(path).stem or "audio"
+        seen[stem] = seen.get(stem, 0) + 1
+        stems.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
+    return stems
+
+
+def write_timeline_outputs(path: str, stem: str, times_s: Any, scores: Any, names: list[str] | None,
+                           args: argparse.Namespace) -> dict[str, Any]:
+    """Write the timeline (and plot) of one file; returns its summary for the result dict."""
+    from pathlib import Path
+
+    from ..inference.timeline import plot_timeline, timeline_peaks, write_timeline
+
+    directory = Path(args.timeline_dir)
+    target = directory / f"{stem}.timeline.{args.timeline_format}"
+    write_timeline(target, times_s, scores, names, source=path)
+    plot = None
+    if args.plot:
+        plot = directory / f"{stem}.timeline.png"
+        plot_timeline(plot, times_s, scores, names, top_k=max(args.top_k, 1) if args.top_k else 10, title=path)
+    return {
+        "file": str(target),
+        "plot": str(plot) if plot is not None else None,
+        "segment_s": round(float(times_s[0, 1] - times_s[0, 0]), 2),
+        "segments": int(times_s.shape[0]),
+        "peaks": timeline_peaks(times_s, scores, names, top_k=args.top_k or 5),
+    }
+
+
 def tag_file(model: Any, path: str, names: list[str] | None, args: argparse.Namespace,
-             device: Any) -> dict[str, Any]:
+             device: Any, timeline_stem: str | None = None) -> dict[str, Any]:
     """Tag one file: ``{"file", "duration_s", "frames", "model_frames", "top": [...]}``.
 
     ``frames``: feature frames of audio used; ``model_frames``: frames the model saw (with padding);
@@ -146,15 +203,34 @@ def tag_file(model: Any, path: str, names: list[str] | None, args: argparse.Name
     import torch
 
     features, audio_frames, duration = clip_features(path, args.max_frames, args.min_frames)
-    with torch.inference_mode():
-        probabilities = torch.sigmoid(model(features.to(device)).float())[0].cpu()
-    return {
+    is_dass = getattr(model, "model_type", None) == "dass"
+    progress = features.shape[1] > LONG_INPUT_FRAMES and sys.stderr.isatty()
+    timeline = None
+    if args.timeline:
+        if not is_dass:
+            raise DassError(f"--timeline needs a DASS model, got {type(model).__name__}")
+        from ..inference import predict_with_timeline
+
+        clip, times_s, scores = predict_with_timeline(model, features, args.segment, progress=progress)
+        probabilities = clip[0]
+        timeline = write_timeline_outputs(path, timeline_stem or "audio", times_s, scores, names, args)
+    elif is_dass and device.type == "cpu":
+        from ..inference import predict
+
+        probabilities = torch.sigmoid(predict(model, features, progress=progress))[0]
+    else:
+        with torch.inference_mode():
+            probabilities = torch.sigmoid(model(features.to(device)).float())[0].cpu()
+    result = {
         "file": path,
         "duration_s": round(duration, 3),
         "frames": audio_frames,
         "model_frames": int(features.shape[1]),
         "top": top_classes(probabilities, names, args.top_k, args.threshold),
     }
+    if timeline is not None:
+        result["timeline"] = timeline
+    return result
 
 
 def format_text(result: dict[str, Any], threshold: float | None) -> str:
@@ -166,6 +242,13 @@ def format_text(result: dict[str, Any], threshold: float | None) -> str:
         lines.append(f"  {row['probability']:.4f}  {label}")
     if not result["top"]:
         lines.append(f"  (no class with probability >= {threshold})")
+    timeline = result.get("timeline")
+    if timeline is not None:
+        lines.append(f"  timeline: {timeline['file']} ({timeline['segments']} segments of "
+                     f"{timeline['segment_s']:.2f} s)" + (f", plot: {timeline['plot']}" if timeline["plot"] else ""))
+        for peak in timeline["peaks"]:
+            label = peak["label"] if peak["label"] is not None else f"class {peak['index']}"
+            lines.append(f"    peak {peak['peak']:.4f} at {peak['start_s']:.2f}-{peak['end_s']:.2f} s  {label}")
     return "\n".join(lines)
 
 
@@ -179,6 +262,10 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise DassError(f"--max-frames must be >= 1, got {args.max_frames}")
     if args.min_frames < 0:
         raise DassError(f"--min-frames must be >= 0, got {args.min_frames}")
+    if not args.segment > 0:
+        raise DassError(f"--segment must be a positive number of seconds, got {args.segment}")
+    if args.plot and not args.timeline:
+        raise DassError("--plot needs --timeline")
 
 
 # --------------------------------------------------------------------------------------------- run
@@ -196,9 +283,11 @@ def run(args: argparse.Namespace) -> int:
 
     results: list[dict[str, Any]] = []
     failed = 0
-    for path in tqdm(args.files, desc="tagging", unit="file", disable=len(args.files) < 2, file=sys.stderr):
+    stems = timeline_stems(args.files)
+    for path, stem in zip(tqdm(args.files, desc="tagging", unit="file", disable=len(args.files) < 2,
+                               file=sys.stderr), stems):
         try:
-            result = tag_file(model, path, names, args, device)
+            result = tag_file(model, path, names, args, device, stem)
         except DassError as e:  # report and go on with the other files
             failed += 1
             print(f"dass tag: error: {e}", file=sys.stderr)
