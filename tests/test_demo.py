@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from dass.cli import main
 from dass.demo import PRESETS, STUDENT_LABEL, TEACHER_LABEL, DemoConfig, chance_map, run_demo
@@ -53,6 +54,11 @@ def test_demo_writes_every_output(demo_run):
     assert (student_config["model_type"], teacher_config["model_type"]) == ("dass", "ast")
     trained = (out / "student/config.yaml").read_text()
     assert str(out / "teacher" / "final") in trained and "weight: 0.5" in trained
+    # Each model trains at its own learning rate, with the demo's augmentation settings.
+    for run, lr in (("teacher", TINY.teacher_lr), ("student", TINY.student_lr)):
+        optim = yaml.safe_load((out / run / "config.yaml").read_text())
+        assert optim["optim"]["lr"] == lr and optim["optim"]["epochs"] == 1
+        assert (optim["augment"]["freqm"], optim["augment"]["timem"]) == (TINY.freqm, TINY.timem)
     # The end of the output: the results table and where things are.
     assert "| ast_teacher | ast_tiny |" in stdout and "| dass_student | dass_tiny |" in stdout
     assert f"summary: {out / 'summary.md'}" in stdout
@@ -191,8 +197,14 @@ def test_presets_are_valid_and_distinct():
         config.validate()
     assert configs["quick"].train_clips < configs["default"].train_clips
     assert parse_lengths(list(configs["default"].student_lengths))[-1] == 60000  # 10 min for DASS
+    # The default corpus: the 19 classes of the procedural and espeak-ng sources; the transformer
+    # learns at a lower rate than the state-space student.
+    assert configs["default"].sources == configs["quick"].sources == ("procedural", "espeak")
+    assert configs["default"].teacher_lr < configs["default"].student_lr
     configs["quick"].teacher_args["depth"] = 99  # a preset is a fresh copy every time
-    assert DemoConfig.preset("quick").teacher_args["depth"] == PRESETS["quick"]["teacher_args"]["depth"] == 2
+    assert DemoConfig.preset("quick").teacher_args["depth"] == DemoConfig().teacher_args["depth"] == 2
+    configs["tiny-test"].teacher_args["depth"] = 99
+    assert DemoConfig.preset("tiny-test").teacher_args["depth"] == PRESETS["tiny-test"]["teacher_args"]["depth"] == 1
     with pytest.raises(ConfigError, match="unknown demo preset 'huge'"):
         DemoConfig.preset("huge")
 

@@ -372,3 +372,20 @@ def test_full_sources_corpus_is_deterministic(tmp_path):
     clips = render_clips(plans)
     written, _ = soundfile.read(str(tmp_path / "a" / "audio" / "eval" / "eval_000002.flac"), dtype="float32")
     assert np.max(np.abs(clips[2] - written)) <= 1 / 32768 + 1e-7
+
+
+def test_smoothing_a_gate_shorter_than_the_ramp_keeps_its_length():
+    # A digit tone cut to a few samples at the end of a clip used to crash dtmf() (kernel longer than gate).
+    from dass.data.synth_procedural import _smooth_edges
+
+    out = _smooth_edges(np.ones(14), 0.004)
+    assert out.shape == (14,)
+    assert np.all(np.isfinite(out)) and out.max() <= 1.0 + 1e-12
+
+
+def test_procedural_clips_that_cut_a_tone_short_render(tmp_path):
+    # Seed 1, procedural only: train clip 91 ends inside a DTMF digit (regression for the crash above).
+    from dass.data.synth import build_corpus
+
+    build_corpus(tmp_path / "c", num_train=92, num_eval=0, seed=1, sources=("procedural",), workers=1, progress=False)
+    assert len(list((tmp_path / "c" / "audio" / "train").glob("*.flac"))) == 92

@@ -9,10 +9,10 @@ HELP = "the paper in miniature: synth corpus -> AST teacher -> distilled DASS ->
 DESCRIPTION = """\
 The paper in miniature, offline, with built-in defaults (no arguments needed):
 
-  1. corpus   builds a small labelled corpus of 10 s clips with `dass synth` (400 train, 100 eval;
-              procedural tones and noise, plus FluidSynth instruments and espeak-ng speech when
-              installed);
-  2. teacher  trains a tiny AST (4 transformer blocks, 16x16 patches, learned positional
+  1. corpus   builds a small labelled corpus of 10 s clips with `dass synth` (160 train, 80 eval;
+              procedural tones and noises plus espeak-ng speech and babble: 19 AudioSet classes;
+              the procedural ones alone when espeak-ng is not installed);
+  2. teacher  trains a tiny AST (2 transformer blocks, 16x16 patches, learned positional
               embeddings) on it;
   3. student  trains a tiny DASS (VMamba state-space blocks) distilled from the teacher
               (loss = 0.5 BCE + 0.5 KL to the teacher's logits);
@@ -24,7 +24,7 @@ The paper in miniature, offline, with built-in defaults (no arguments needed):
 Writes OUT/summary.md (the results table, also printed at the end), OUT/summary.json, and
 OUT/niah/ (niah.csv, niah_length.png, niah_position.png, niah_noise_length.png, summary.md).
 Progress bars show each stage. Budget: about 15 min on an idle 2-core CPU (--quick: about 2 min,
-smaller models, NIAH up to 1 min); the numbers are a toy version of the paper's, not a replica.
+fewer clips and epochs, NIAH up to 1 min); the numbers are a toy version of the paper's, not a replica.
 
 Interrupted? Run the same command again: finished stages are skipped (the corpus renders only
 missing clips, a trained model is not trained again, a training resumes from its last checkpoint,
@@ -44,7 +44,7 @@ DEFAULT_OUT = "dass_demo"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
                         help="output folder (created; an existing demo folder is resumed) (default: %(default)s)")
-    parser.add_argument("--quick", action="store_true", help="a ~2 min version: fewer clips, smaller models, NIAH up to 1 min")
+    parser.add_argument("--quick", action="store_true", help="a ~2 min version: fewer clips and epochs, NIAH up to 1 min")
     parser.add_argument("--tiny-test", action="store_true", help=argparse.SUPPRESS)  # the test suite's seconds-long run
     parser.add_argument("--seed", type=int, default=0, help="seed of the corpus, the training and the noise (default 0)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),

@@ -32,7 +32,7 @@ def _gate(num_samples: int, on_s: float, off_s: float, start_s: float = 0.0, ram
 
 def _smooth_edges(gate: np.ndarray, ramp_s: float) -> np.ndarray:
     """Smooth a 0/1 gate with a moving average of ``ramp_s`` seconds."""
-    width = max(1, int(ramp_s * SAMPLE_RATE))
+    width = max(1, min(len(gate), int(ramp_s * SAMPLE_RATE)))  # a gate shorter than the ramp keeps its length
     kernel = np.ones(width) / width
     return np.convolve(gate, kernel, mode="same")
 
