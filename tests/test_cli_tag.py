@@ -150,3 +150,31 @@ def test_hub_id_offline_subprocess(setup, tmp_path) -> None:
     assert proc.stderr.startswith(f"dass tag: error: cannot fetch '{HUB_ID}' from the Hugging Face Hub")
     assert "pass that local folder instead of the hub id (e.g. `--model SOME_DIR`)" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_features_are_streamed_not_decoded_whole(setup, tmp_path, monkeypatch) -> None:
+    """`dass tag` featurises a file block by block (no whole-file waveform): same features as
+    FeatureExtractor on the decoded waveform, for a stereo 44.1 kHz file and a padded short file."""
+    import dass.audio
+    from dass.audio import load_audio
+    from dass.commands.tag import clip_features
+
+    rng = np.random.default_rng(3)
+    stereo = tmp_path / "stereo.flac"
+    sf.write(stereo, (0.1 * rng.standard_normal((44100 * 3 + 17, 2))).astype(np.float32), 44100)
+    expected_stereo = FeatureExtractor(max_length=None)(load_audio(stereo))["input_values"]
+    expected_short = FeatureExtractor(max_length=250)(load_audio(setup[0] / "short.wav"))["input_values"]
+
+    def no_whole_file_decode(*args, **kwargs):
+        raise AssertionError("dass tag decoded the whole file")
+
+    monkeypatch.setattr(dass.audio, "load_audio", no_whole_file_decode)
+    features, frames, duration = clip_features(str(stereo), None, 100)
+    assert features.shape == expected_stereo.shape == (1, 298, 128) and frames == 298
+    assert duration == pytest.approx(3 + 17 / 44100)
+    torch.testing.assert_close(features, expected_stereo, atol=2e-5, rtol=0)
+    features, frames, _ = clip_features(str(setup[0] / "short.wav"), None, 250)  # 198 frames + padding
+    assert frames == 198 and features.shape == (1, 250, 128)
+    torch.testing.assert_close(features, expected_short, atol=2e-5, rtol=0)
+    features, frames, _ = clip_features(str(setup[0] / "short.wav"), 50, 250)  # the cut wins
+    assert frames == 50 and features.shape == (1, 50, 128)

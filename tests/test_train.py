@@ -239,7 +239,7 @@ def test_cached_logit_kd_equals_live_teacher(corpus: Path, tmp_path: Path) -> No
                  "--out", str(logits_file), "--max-length", "200"]) == 0
     live = run_training(base_config(corpus, tmp_path / "live", kd={"teachers": [str(tmp_path / "teacher")]}))
     cached = run_training(base_config(corpus, tmp_path / "cached", kd={"teacher_logits": str(logits_file)}))
-    plain = run_training(base_config(corpus, tmp_path / "plain"))
+    run_training(base_config(corpus, tmp_path / "plain"))
     w_live, w_cached = weights(tmp_path / "live/epochs/epoch_001.safetensors"), weights(tmp_path / "cached/epochs/epoch_001.safetensors")
     assert_same_weights(w_live, w_cached, atol=1e-6)
     assert live["mAP"] == pytest.approx(cached["mAP"], abs=1e-6)
@@ -328,3 +328,24 @@ def test_teacher_specs_and_ensemble(tmp_path: Path) -> None:
         torch.testing.assert_close(TeacherEnsemble([a, b])(x), (a(x) + ours.eval()(x)) / 2)
     with pytest.raises(ConfigError, match="expected keys model, checkpoint and optional args"):
         load_teacher({"model": "ast_tiny"})
+
+
+def test_eval_max_clips_scores_the_first_clips_only(corpus: Path, tmp_path: Path) -> None:
+    from dass.checkpoints import from_pretrained
+    from dass.data.dataset import AudioTaggingDataset
+    from dass.train.metrics import compute_metrics
+
+    out = tmp_path / "run"
+    result = run_training(base_config(corpus, out, data={"eval_max_clips": 5}))
+    model = from_pretrained(out / "final").eval()
+    eval_set = AudioTaggingDataset(corpus / "eval.json", max_length=200)
+    items = [eval_set[i] for i in range(5)]
+    with torch.no_grad():
+        scores = torch.sigmoid(model(torch.stack([it["features"] for it in items])))
+    expected = compute_metrics(scores, torch.stack([it["targets"] for it in items]))
+    assert result["mAP"] == pytest.approx(expected["mAP"], abs=1e-6)
+    everything = compute_metrics(torch.sigmoid(model(torch.stack([eval_set[i]["features"] for i in range(8)]))).detach(),
+                                 torch.stack([eval_set[i]["targets"] for i in range(8)]))
+    assert everything["mAP"] != pytest.approx(expected["mAP"], abs=1e-6)  # the cut changes the score
+    with pytest.raises(DassError, match="data.eval_max_clips must be >= 1"):
+        run_training(base_config(corpus, tmp_path / "bad", data={"eval_max_clips": 0}))

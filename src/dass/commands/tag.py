@@ -140,21 +140,30 @@ def clip_features(path: str, max_frames: int | None, min_frames: int) -> tuple[A
     the file's duration in seconds.
 
     All of the file's frames are used (only the first ``max_frames`` if given); fewer than
-    ``min_frames`` are zero-padded at the end (before normalisation) to ``min_frames``.
+    ``min_frames`` are zero-padded at the end (before normalisation) to ``min_frames``. The features
+    are computed block by block (:func:`dass.inference.file_features`): an hour of audio costs its
+    features (~180 MB), not a copy of the waveform.
     """
-    from ..audio import load_audio
-    from ..features import FeatureExtractor, num_frames
+    import torch
 
-    sample_rate = 16000
-    waveform = load_audio(path, sample_rate)
-    audio_frames = num_frames(waveform.shape[0], sample_rate)
+    from ..features import AUDIOSET_MEAN, AUDIOSET_STD, normalize
+    from ..inference.streaming import audio_duration, file_features
+
+    duration = audio_duration(path)
+    long_file = duration is not None and duration * 100 > LONG_INPUT_FRAMES
+    features = file_features(path, progress=long_file and sys.stderr.isatty())
     if max_frames is not None:
-        audio_frames = min(audio_frames, max_frames)
+        features = features[:max_frames]
+    audio_frames = int(features.shape[0])
     length = max(audio_frames, min_frames)
     if max_frames is not None:
         length = min(length, max_frames)
-    features = FeatureExtractor(sampling_rate=sample_rate, max_length=length)(waveform)["input_values"]
-    return features, audio_frames, waveform.shape[0] / sample_rate
+    if length > audio_frames:  # zeros before normalisation, as FeatureExtractor pads
+        pad = normalize(torch.zeros(length - audio_frames, features.shape[1]), AUDIOSET_MEAN, AUDIOSET_STD)
+        features = torch.cat([features, pad])
+    if duration is None:  # a container libsndfile cannot read: the span the frames cover
+        duration = (audio_frames - 1) * 0.01 + 0.025
+    return features[None], audio_frames, duration
 
 
 def timeline_stems(paths: list[str]) -> list[str]:

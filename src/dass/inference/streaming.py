@@ -25,7 +25,7 @@ import torch
 from ..errors import AudioError, ConfigError
 from ..features import AUDIOSET_MEAN, AUDIOSET_STD, frame_sizes, kaldi_fbank, normalize, num_frames
 
-__all__ = ["file_features"]
+__all__ = ["audio_duration", "file_features"]
 
 
 def _check_path(path: Any) -> Path:
@@ -43,6 +43,17 @@ def _check_path(path: Any) -> Path:
 
 def _mono(block: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(block[:, 0]) if block.shape[1] == 1 else block.mean(axis=1, dtype=np.float32)
+
+
+def audio_duration(path: str | os.PathLike) -> float | None:
+    """Duration in seconds from the file header (libsndfile), or None if libsndfile cannot read it."""
+    import soundfile
+
+    try:
+        info = soundfile.info(str(path))
+    except (soundfile.LibsndfileError, RuntimeError, OSError):
+        return None
+    return info.frames / info.samplerate if info.samplerate > 0 else None
 
 
 def file_features(path: str | os.PathLike, sample_rate: int = 16000, num_mel_bins: int = 128,

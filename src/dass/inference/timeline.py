@@ -127,10 +127,9 @@ def plot_timeline(path: str | os.PathLike, times_s: torch.Tensor, scores: torch.
 
     Returns the plotted class indices (highest peak first).
     """
-    import matplotlib
+    from ..plotting import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     names = _names(labels, scores.shape[1])
     k = max(1, min(int(top_k), scores.shape[1]))
@@ -144,16 +143,7 @@ def plot_timeline(path: str | os.PathLike, times_s: torch.Tensor, scores: torch.
     if title:
         axes.set_title(title)
     figure.colorbar(image, ax=axes, label="probability")
-    figure.tight_layout()
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp.png")
-    try:
-        figure.savefig(tmp, dpi=100)
-        os.replace(tmp, target)
-    finally:
-        plt.close(figure)
-        tmp.unlink(missing_ok=True)
+    save_figure(figure, path, dpi=100)
     return order
 
 

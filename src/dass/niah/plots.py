@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Iterable
 
 from ..errors import ConfigError
+from ..plotting import pyplot, save_figure
 
 CSV_NAME = "niah.csv"
 CONSTANT_HAYSTACKS = ("zeros", "silence")
@@ -85,10 +86,7 @@ def _duration(seconds: float) -> str:
 
 
 def _figure(panels: int, width: float = 5.0, height: float = 3.8):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     cols = min(panels, 3)
     rows = (panels + cols - 1) // cols
@@ -112,15 +110,6 @@ def _duration_ticks(ax, seconds: Iterable[float]) -> None:
         ax.set_xticks(ticks)
         ax.set_xticklabels([_duration(t) for t in ticks], rotation=45, ha="right", fontsize=8)
         ax.minorticks_off()
-
-
-def _save(plt, fig, path: Path) -> Path:
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
 
 
 def plot_length(rows: list[dict], out: Path) -> Path | None:
@@ -147,7 +136,7 @@ def plot_length(rows: list[dict], out: Path) -> Path | None:
         ax.set_title(f"{haystack} haystack")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-    return _save(plt, fig, out / "niah_length.png")
+    return save_figure(fig, out / "niah_length.png")
 
 
 def plot_position(rows: list[dict], out: Path) -> Path | None:
@@ -175,7 +164,7 @@ def plot_position(rows: list[dict], out: Path) -> Path | None:
         ax.set_ylabel("relative mAP drop vs 10 s (%)")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
-    return _save(plt, fig, out / "niah_position.png")
+    return save_figure(fig, out / "niah_position.png")
 
 
 def plot_snr(rows: list[dict], out: Path) -> Path | None:
@@ -195,7 +184,7 @@ def plot_snr(rows: list[dict], out: Path) -> Path | None:
         ax.set_title(model)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
-    return _save(plt, fig, out / "niah_snr.png")
+    return save_figure(fig, out / "niah_snr.png")
 
 
 def plot_noise_length(rows: list[dict], out: Path) -> Path | None:
@@ -221,7 +210,7 @@ def plot_noise_length(rows: list[dict], out: Path) -> Path | None:
         ax.set_title(model)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
-    return _save(plt, fig, out / "niah_noise_length.png")
+    return save_figure(fig, out / "niah_noise_length.png")
 
 
 def summary_markdown(rows: list[dict]) -> str:

@@ -4,7 +4,7 @@ Sections and defaults (the AST/DASS AudioSet-20K recipe, SPEC §6):
 
 ``data``    train, eval (JSON datafiles), labels (default: ``class_labels_indices.csv`` next to the
             train datafile), max_length 1024, cache_dir, num_workers, balanced_sampling,
-            samples_per_epoch, mean, std
+            samples_per_epoch, eval_max_clips (evaluate on the first N eval clips only), mean, std
 ``augment`` mixup 0.5, freqm 48, timem 192
 ``model``   name ("dass_small", any :func:`dass.create_model` name), args (free-form keyword
             overrides for the named config, e.g. ``model.args.drop_path_rate=0.1``), init (a checkpoint
@@ -47,6 +47,7 @@ class DataConfig:
     num_workers: int = 0
     balanced_sampling: bool = False
     samples_per_epoch: int | None = None
+    eval_max_clips: int | None = None
     mean: float = -4.2677393
     std: float = 4.5689974
 
@@ -118,6 +119,8 @@ class TrainConfig:
 
         if not self.data.train or not self.data.eval:
             raise ConfigError("data.train and data.eval (JSON datafiles) must be set")
+        if self.data.eval_max_clips is not None and self.data.eval_max_clips < 1:
+            raise ConfigError(f"data.eval_max_clips must be >= 1 (or null for all), got {self.data.eval_max_clips}")
         if self.optim.batch_size < 1 or self.optim.epochs < 1:
             raise ConfigError("optim.batch_size and optim.epochs must be >= 1")
         if self.kd.kind not in KD_KINDS:

@@ -246,8 +246,9 @@ def train(config: TrainConfig, resume: bool = False,
         raise ConfigError(f"{d.train}: {len(train_set)} clips are fewer than one batch of {config.optim.batch_size}")
     loader_kw = dict(num_workers=d.num_workers, pin_memory=device.type == "cuda", generator=torch.Generator())
     train_loader = torch.utils.data.DataLoader(train_set, batch_size=local_batch, sampler=sampler, **loader_kw)
+    eval_clips = len(eval_set) if d.eval_max_clips is None else min(d.eval_max_clips, len(eval_set))
     eval_loader = torch.utils.data.DataLoader(eval_set, batch_size=config.run.eval_batch_size,
-                                              sampler=ShardSampler(len(eval_set), info.rank, info.world_size), **loader_kw)
+                                              sampler=ShardSampler(eval_clips, info.rank, info.world_size), **loader_kw)
 
     epoch, step_in_epoch, global_step, history, train_seconds = 0, 0, 0, [], 0.0
     loss_sum, loss_count = 0.0, 0  # this process's running loss over the current epoch
