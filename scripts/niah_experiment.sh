@@ -6,8 +6,8 @@
 #   bash scripts/niah_experiment.sh [STUDY...]    # STUDY: zeros ast noise pooling long (default: all)
 #
 #   zeros    DASS-tiny with and without KD, zeros haystack, 10 s -> 5 min, needle positions
-#   ast      the AST teachers (learned / sinusoidal positions), zeros haystack, 10 s -> 50 s
-#   noise    DASS-tiny+KD and AST, white and babble haystacks at 20 / 10 / 0 dB; DASS also at 5 min
+#   ast      the AST teachers (learned / sinusoidal positions), zeros haystack, 10 s -> 50 s, mid position
+#   noise    DASS-tiny+KD and AST, white and babble haystacks at 20 / 10 / 0 dB; DASS also 5 min of white
 #   pooling  the mean / first / middle / last pooling students, zeros, 50 s, five needle positions
 #   long     DASS-tiny+KD to one hour (8 clips: one forward over an hour takes ~1 min on 1 core)
 #
@@ -40,12 +40,12 @@ study_zeros() {
 }
 study_ast() {
   niah zeros --model $ast --model $ast_sincos --haystack zeros --max-clips 60 \
-    --lengths 10s,30s,50s --positions 0,0.5,1
+    --lengths 10s,30s,50s --positions 0.5
 }
 study_noise() {
   niah noise --model $student_kd --model $ast --haystack white,babble --snr 20,10,0 --max-clips 60 \
     --lengths 30s --positions 0.5
-  niah noise --model $student_kd --haystack white,babble --snr 10 --max-clips 60 \
+  niah noise --model $student_kd --haystack white --snr 10 --max-clips 60 \
     --lengths 5min --positions 0.5
 }
 study_pooling() {
