@@ -652,3 +652,18 @@ def test_plots_skip_figures_without_data(tmp_path: Path) -> None:
     written = make_plots(tmp_path)
     assert [p.name for p in written] == ["niah_length.png", "niah_position.png", "summary.md"]
     assert not (tmp_path / "niah_snr.png").exists()
+
+
+def test_dass_models_run_through_the_fast_engine_with_the_same_logits() -> None:
+    """The runner's forward for DASS on CPU (dass.inference.predict: tiled engine) equals model.forward."""
+    import dass
+    from dass.niah.runner import _forward
+
+    torch.manual_seed(0)
+    model = dass.create_model("dass_tiny", num_classes=7, dims=(8, 16, 16, 32), depths=(1, 1, 1, 1)).eval()
+    x = torch.randn(2, 1500, 128)
+    with torch.no_grad():
+        expected = model(x)
+    got = _forward(model, x)
+    assert got.shape == (2, 7)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)

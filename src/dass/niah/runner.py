@@ -294,7 +294,15 @@ def _synchronize(device: torch.device) -> None:
 
 
 def _forward(model: Model, x: torch.Tensor) -> torch.Tensor:
-    """Logits for a batch; on out-of-memory with several clips, retry one clip at a time."""
+    """Logits for a batch; on out-of-memory with several clips, retry one clip at a time.
+
+    A DASS model on the CPU runs through :func:`dass.inference.predict` (the fast engine, exact tiled
+    forward for long inputs: same logits to float32 rounding, a fraction of the memory).
+    """
+    if getattr(model, "model_type", None) == "dass" and x.device.type == "cpu":
+        from ..inference import predict
+
+        return predict(model, x)
     try:
         return model(x)
     except Exception as error:  # noqa: BLE001 - only OOM is retried, everything else re-raised
