@@ -30,10 +30,10 @@ import shlex
 import statistics
 import sys
 import threading
-import time
 from typing import Callable
 
 import torch
+from _common import wall_and_cpu_times, write_table
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -72,12 +72,7 @@ def measure(fn: Callable[[], object], repeats: int) -> dict:
     before = rss_bytes()
     with PeakRSS() as peak:
         fn()
-        walls, cpus = [], []
-        for _ in range(repeats):
-            wall, cpu = time.perf_counter(), time.process_time()
-            fn()
-            walls.append(time.perf_counter() - wall)
-            cpus.append(time.process_time() - cpu)
+        walls, cpus = wall_and_cpu_times(fn, repeats)
     return {"wall": statistics.median(walls), "cpu": statistics.median(cpus), "peak": peak.peak,
             "delta": peak.peak - before, "runs": repeats}
 
@@ -150,12 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     print(goals)
     lines.append(goals)
     lines.append(f"# load average at end {os.getloadavg()[0]:.2f}")
-    if args.output != "-":
-        os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
-        tmp = args.output + ".tmp"
-        with open(tmp, "w") as handle:
-            handle.write("\n".join(lines) + "\n")
-        os.replace(tmp, args.output)
+    write_table(lines, args.output)
     return 0
 
 

@@ -32,6 +32,8 @@ import sys
 import tempfile
 import time
 
+from _common import write_table
+
 TCMALLOC = "/usr/lib/x86_64-linux-gnu/libtcmalloc.so.4"
 SAMPLE_RATE = 16000
 
@@ -144,12 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     lines.append("# goals: 2.5 h <= 8 GB peak and <= 15 min (900 s) total; s/audio-h within 10 % across lengths")
     lines.append(f"# load average at end {os.getloadavg()[0]:.2f}")
     print(lines[-2])
-    if args.output != "-":
-        os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
-        tmp = args.output + ".tmp"
-        with open(tmp, "w") as handle:
-            handle.write("\n".join(lines) + "\n")
-        os.replace(tmp, args.output)
+    write_table(lines, args.output)
     return 0
 
 

@@ -20,20 +20,15 @@ import os
 import shlex
 import statistics
 import sys
-import time
 from typing import Callable
 
 import torch
+from _common import wall_and_cpu_times, write_table
 
 
 def median_seconds(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
     """Median wall-clock and median process CPU time (all threads) of fn(), in seconds."""
-    walls, cpus = [], []
-    for _ in range(repeats):
-        wall, cpu = time.perf_counter(), time.process_time()
-        fn()
-        walls.append(time.perf_counter() - wall)
-        cpus.append(time.process_time() - cpu)
+    walls, cpus = wall_and_cpu_times(fn, repeats)
     return statistics.median(walls), statistics.median(cpus)
 
 
@@ -122,13 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     lines.append("# goals: fast/clone <= 3 at every L; ref/fast >= 100 at L = 8192 (nan: not run)")
     print(lines[-1])
 
-    if args.output != "-":
-        command = "python3 " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])])
-        os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
-        tmp = args.output + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(command + "\n" + "\n".join(lines) + "\n")
-        os.replace(tmp, args.output)
+    command = "python3 " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])])
+    write_table([command, *lines], args.output)
     return 0
 
 

@@ -33,6 +33,7 @@ import time
 from typing import Callable
 
 import torch
+from _common import write_table
 
 NUM_CLASSES = 59  # the dass synth corpus
 
@@ -137,11 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         row = f"{name:<12} {'eval/teacher fwd':<22} {'-':>9} {ew:9.3f} {'-':>6} {'-':>9} {ec:9.3f} {'-':>6}"
         lines.append(row)
         print(row, flush=True)
-    if args.output != "-":
-        tmp = args.output + ".tmp"
-        with open(tmp, "w") as f:
-            f.write("\n".join(lines) + "\n")
-        os.replace(tmp, args.output)
+    write_table(lines, args.output)
     return 0
 
 
