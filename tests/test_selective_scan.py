@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from dass.ops import selective_scan, selective_scan_ref
+from dass.ops._numba_math import softplus_exp_arrays
 from dass.ops.selective_scan import selective_scan_torch
 
 GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "delta_bias")
@@ -227,3 +229,24 @@ def test_falls_back_to_torch_scan_without_numba(monkeypatch) -> None:
     assert relative_error(y_torch, y_numba) <= 1e-5
     for name in grads_numba:
         assert relative_error(grads_torch[name], grads_numba[name]) <= 1e-4, name
+
+
+def test_vectorised_exp_and_softplus_match_float64() -> None:
+    """The kernels' polynomial exp / softplus (division-free log1p) against float64 numpy."""
+    z = np.concatenate([np.linspace(-100, 100, 200_003), np.random.default_rng(0).standard_normal(1001) * 4,
+                        [0.0, -0.0, 1e-30, -1e-30, 20.0, 20.5, -87.5, 88.5]]).astype(np.float32)
+    softplus, exp = np.empty_like(z), np.empty_like(z)
+    softplus_exp_arrays(z, softplus, exp)
+    z64 = z.astype(np.float64)
+    ref_softplus = np.where(z64 > 20, z64, np.log1p(np.exp(z64)))  # torch's softplus
+    normal = z64 > -80  # below, softplus(z) ~ exp(z) is denormal in float32; the kernels give ~0
+    assert np.max(np.abs(softplus[normal] - ref_softplus[normal]) / ref_softplus[normal]) < 5e-7
+    assert np.max(np.abs(softplus[~normal] - ref_softplus[~normal])) < 1e-34
+    inside = (z64 > -87) & (z64 < 88)
+    assert np.max(np.abs(exp[inside] - np.exp(z64[inside])) / np.exp(z64[inside])) < 5e-7
+    assert np.all(exp[z64 < -87] == 0) and np.all(np.isinf(exp[z64 > 88]))
+    special = np.array([np.nan, np.inf, -np.inf], np.float32)
+    sp, ex = np.empty_like(special), np.empty_like(special)
+    softplus_exp_arrays(special, sp, ex)
+    assert np.isnan(sp[0]) and np.isnan(ex[0])
+    assert sp[1] == np.inf and ex[1] == np.inf and sp[2] == 0 and ex[2] == 0

@@ -6,8 +6,8 @@ of memory and the channels of a position are contiguous (vectorised inner loops)
 
 The SS2D selective scan with state size N = 1 runs the four cross-scan directions of SPEC §2
 directly on this layout (no cross-scan copies), with softplus and the decay ``exp(delta * A)``
-computed on the fly by branch-free polynomials that LLVM vectorises (numba has no vector libm
-here; ``math.exp`` in a loop stays scalar and would cost more than the whole scan):
+computed on the fly by the branch-free polynomials of :mod:`dass.ops._numba_math` (16 lanes wide
+on AVX-512 machines):
 
 - k0: row-major forward   (row h: w = 0 .. W-1; row h+1 continues from row h's end state)
 - k1: column-major forward (column w: h = 0 .. H-1; column w+1 continues from column w)
@@ -29,108 +29,21 @@ from __future__ import annotations
 
 import numba as nb
 import numpy as np
-from llvmlite import ir
-from numba.core import types
-from numba.extending import intrinsic
+
+from ..ops._numba_math import exp32, prefer_512_bit_vectors, prefetch, softplus32
 
 __all__ = [
     "dwconv3x3_silu",
     "chain_column_states",
     "chain_row_states",
-    "fast_exp",
-    "fast_softplus",
     "layer_norm_rows",
     "scan_tile",
     "scan_transfer",
 ]
 
-SOFTPLUS_THRESHOLD = 20.0  # torch.nn.functional.softplus: z > 20 gives z itself
-
-# ------------------------------------------------------------------------------ vectorisable math
-
-
-@intrinsic
-def _int32_bits_as_float32(typingctx, bits):
-    """Reinterpret the bits of an int32 as a float32 (an LLVM bitcast; vectorises)."""
-    sig = types.float32(types.int32)
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.FloatType())
-
-    return sig, codegen
-
-
-@intrinsic
-def _float32_bits_as_int32(typingctx, value):
-    """Reinterpret the bits of a float32 as an int32 (an LLVM bitcast; vectorises)."""
-    sig = types.int32(types.float32)
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(32))
-
-    return sig, codegen
-
-
-_F = np.float32
-_LOG2E = _F(1.44269504088896341)
-_LN2_HI = _F(0.693359375)  # Cody-Waite split of ln 2 (Cephes)
-_LN2_LO = _F(-2.12194440e-4)
-_EXP_LO = _F(-87.0)  # below: exp underflows (result clamped to ~2^-125, never denormal)
-_EXP_HI = _F(88.0)
-
-
-@nb.njit(inline="always", fastmath={"contract"}, error_model="numpy")
-def fast_exp(x):
-    """``exp(x)`` for float32 x (Cephes polynomial; max error ~2 ulp on [-87, 88], clamped outside)."""
-    x = _EXP_LO if x < _EXP_LO else x
-    x = _EXP_HI if x > _EXP_HI else x
-    n = np.floor(x * _LOG2E + _F(0.5))
-    r = x - n * _LN2_HI - n * _LN2_LO
-    p = _F(1.9875691500e-4)
-    p = p * r + _F(1.3981999507e-3)
-    p = p * r + _F(8.3334519073e-3)
-    p = p * r + _F(4.1665795894e-2)
-    p = p * r + _F(1.6666665459e-1)
-    p = p * r + _F(5.0000001201e-1)
-    p = p * (r * r) + r + _F(1.0)
-    scale = _int32_bits_as_float32((np.int32(n) + np.int32(127)) << np.int32(23))
-    return p * scale
-
-
-@nb.njit(inline="always", fastmath={"contract"}, error_model="numpy")
-def _log1p_unit(t):
-    """``log(1 + t)`` for float32 t in [0, 1]: ``2 atanh(s)`` with ``s = t / (2 + t)`` in [0, 1/3].
-
-    The odd series ``2 (s + s^3/3 + ... + s^15/15)`` is accurate to float32 rounding there, also for
-    tiny t (no cancellation).
-    """
-    s = t / (_F(2.0) + t)
-    z = s * s
-    p = _F(1.0 / 15.0)
-    p = p * z + _F(1.0 / 13.0)
-    p = p * z + _F(1.0 / 11.0)
-    p = p * z + _F(1.0 / 9.0)
-    p = p * z + _F(1.0 / 7.0)
-    p = p * z + _F(1.0 / 5.0)
-    p = p * z + _F(1.0 / 3.0)
-    return _F(2.0) * s + _F(2.0) * s * z * p
-
-
-@nb.njit(inline="always", fastmath={"contract"}, error_model="numpy")
-def fast_softplus(z):
-    """``log(1 + exp(z))`` for float32 z, and z itself above 20 (as torch's softplus)."""
-    negative_abs = z if z < _F(0.0) else -z
-    positive_part = z if z > _F(0.0) else _F(0.0)
-    soft = positive_part + _log1p_unit(fast_exp(negative_abs))
-    return z if z > _F(SOFTPLUS_THRESHOLD) else soft
-
-
-@nb.njit(cache=True, nogil=True, error_model="numpy")
-def softplus_exp_arrays(z, out_softplus, out_exp):
-    """Elementwise :func:`fast_softplus` and :func:`fast_exp` of 1-D float32 arrays (tested vs numpy)."""
-    for i in range(z.shape[0]):
-        out_softplus[i] = fast_softplus(z[i])
-        out_exp[i] = fast_exp(z[i])
+# Fused multiply-add allowed in the kernels, no other fast-math liberties. The flag must be on the
+# outer kernel: numba inlines the helpers at its own IR level, and without it the scan ran 1.5x slower.
+_CONTRACT = {"contract"}
 
 
 # ------------------------------------------------------------------------------------ layer norm
@@ -139,6 +52,7 @@ def softplus_exp_arrays(z, out_softplus, out_exp):
 @nb.njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
 def layer_norm_rows(x, weight, bias, eps, out):
     """LayerNorm over the last axis of ``x (rows, C)`` into ``out (rows, C)`` (may be ``x`` itself)."""
+    prefer_512_bit_vectors()
     rows, channels = x.shape
     inv_channels = np.float32(1.0) / np.float32(channels)
     for r in range(rows):
@@ -161,10 +75,10 @@ def layer_norm_rows(x, weight, bias, eps, out):
 @nb.njit(inline="always", fastmath={"contract"}, error_model="numpy")
 def fast_silu(x):
     """``x * sigmoid(x)`` for float32 x."""
-    return x / (np.float32(1.0) + fast_exp(-x))
+    return x / (np.float32(1.0) + exp32(-x))
 
 
-@nb.njit(cache=True, nogil=True, error_model="numpy")
+@nb.njit(cache=True, nogil=True, fastmath=_CONTRACT, error_model="numpy")
 def dwconv3x3_silu(v, weight, out, w_lo, w_hi):
     """``out = SiLU(depthwise 3x3 conv of v)`` on channels-last columns ``[w_lo, w_hi)`` of ``out``.
 
@@ -172,6 +86,7 @@ def dwconv3x3_silu(v, weight, out, w_lo, w_hi):
     the map); ``weight (3 time offsets, 3 freq offsets, D)``; ``out (n, H, D)``. Frequency is zero
     padded (Conv2d padding 1, no bias).
     """
+    prefer_512_bit_vectors()
     height, channels = v.shape[1], v.shape[2]
     for w in range(w_lo, w_hi):
         for h in range(height):
@@ -189,6 +104,21 @@ def dwconv3x3_silu(v, weight, out, w_lo, w_hi):
 
 
 # ------------------------------------------------------------------------------ selective scans
+
+
+PREFETCH_DISTANCE = 4  # positions ahead whose channels a scan step asks the cache for
+
+
+@nb.njit(inline="always", error_model="numpy")
+def _prefetch_run(values, count):
+    """Prefetch the cache lines of ``values[:count]`` (a contiguous float32 run).
+
+    The row-major scan directions step through memory with a stride of a whole frequency column
+    (H x D floats), which the hardware prefetchers do not follow.
+    """
+    address = values.ctypes.data
+    for offset in range(0, 4 * count, 64):
+        prefetch(_U(address + offset))
 
 
 # Indices are unsigned (``_U``) inside the kernels: numba then skips its negative-index wraparound,
@@ -212,12 +142,22 @@ def _scan_segment(dt, dt_bias, a_coef, u, xdbl, rank, direction, h_first, h_step
     k = _U(direction)
     want_total = total.shape[0] > 0
     inner_len = num_h if column_major else num_w
-    for j in range(num_h * num_w):
+    positions = num_h * num_w
+    for j in range(positions):
         outer, inner = j // inner_len, j % inner_len
         i_w = outer if column_major else inner
         i_h = inner if column_major else outer
         w = _U(w_first + w_step * i_w)
         h = _U(h_first + h_step * i_h)
+        if j + PREFETCH_DISTANCE < positions:
+            ahead = j + PREFETCH_DISTANCE
+            outer, inner = ahead // inner_len, ahead % inner_len
+            pw = _U(w_first + w_step * (outer if column_major else inner))
+            ph = _U(h_first + h_step * (inner if column_major else outer))
+            _prefetch_run(dt[k, pw, ph, c0:], count)
+            _prefetch_run(u[pw, ph, c0:], count)
+            if not want_total:
+                _prefetch_run(y[pw, ph, c0:], count)
         b_value = xdbl[w, h, k, _U(rank)]
         c_value = xdbl[w, h, k, _U(rank + 1)]
         if want_total:
@@ -235,8 +175,8 @@ def _scan_segment(dt, dt_bias, a_coef, u, xdbl, rank, direction, h_first, h_step
 def _channels_set(dt, dt_bias, a_coef, u, k, w, h, b_value, c_value, c0, count, state, y, skip):
     for i in range(_U(count)):
         c = _U(c0) + i
-        delta = fast_softplus(dt[k, w, h, c] + dt_bias[k, c])
-        s = fast_exp(delta * a_coef[k, c]) * state[i] + delta * u[w, h, c] * b_value
+        delta = softplus32(dt[k, w, h, c] + dt_bias[k, c])
+        s = exp32(delta * a_coef[k, c]) * state[i] + delta * u[w, h, c] * b_value
         state[i] = s
         y[w, h, c] = skip[c] * u[w, h, c] + c_value * s
 
@@ -245,8 +185,8 @@ def _channels_set(dt, dt_bias, a_coef, u, k, w, h, b_value, c_value, c0, count, 
 def _channels_add(dt, dt_bias, a_coef, u, k, w, h, b_value, c_value, c0, count, state, y):
     for i in range(_U(count)):
         c = _U(c0) + i
-        delta = fast_softplus(dt[k, w, h, c] + dt_bias[k, c])
-        s = fast_exp(delta * a_coef[k, c]) * state[i] + delta * u[w, h, c] * b_value
+        delta = softplus32(dt[k, w, h, c] + dt_bias[k, c])
+        s = exp32(delta * a_coef[k, c]) * state[i] + delta * u[w, h, c] * b_value
         state[i] = s
         y[w, h, c] += c_value * s
 
@@ -255,12 +195,12 @@ def _channels_add(dt, dt_bias, a_coef, u, k, w, h, b_value, c_value, c0, count, 
 def _channels_total(dt, dt_bias, a_coef, u, k, w, h, b_value, c0, count, state, total):
     for i in range(_U(count)):
         c = _U(c0) + i
-        delta = fast_softplus(dt[k, w, h, c] + dt_bias[k, c])
-        state[i] = fast_exp(delta * a_coef[k, c]) * state[i] + delta * u[w, h, c] * b_value
+        delta = softplus32(dt[k, w, h, c] + dt_bias[k, c])
+        state[i] = exp32(delta * a_coef[k, c]) * state[i] + delta * u[w, h, c] * b_value
         total[i] += delta
 
 
-@nb.njit(cache=True, nogil=True, error_model="numpy")
+@nb.njit(cache=True, nogil=True, fastmath=_CONTRACT, error_model="numpy")
 def scan_tile(dt, dt_bias, a_coef, u, xdbl, rank, skip, chain_rows,
               init_row_fwd, init_row_bwd, init_col_fwd, init_col_bwd,
               y, end_row_fwd, end_row_bwd, end_col_fwd, end_col_bwd, c_lo, c_hi, channel_block):
@@ -281,6 +221,7 @@ def scan_tile(dt, dt_bias, a_coef, u, xdbl, rank, skip, chain_rows,
         c_lo, c_hi: the channels this call computes (callers split the channels between threads).
         channel_block: channels run together (kept in cache while the positions are visited).
     """
+    prefer_512_bit_vectors()
     width, height, _ = u.shape
     no_total = np.empty(0, np.float32)
     for c0 in range(c_lo, c_hi, channel_block):
@@ -312,7 +253,7 @@ def scan_tile(dt, dt_bias, a_coef, u, xdbl, rank, skip, chain_rows,
         end_col_bwd[c0:c0 + count] = state
 
 
-@nb.njit(cache=True, nogil=True, error_model="numpy")
+@nb.njit(cache=True, nogil=True, fastmath=_CONTRACT, error_model="numpy")
 def scan_transfer(dt, dt_bias, a_coef, u, xdbl, rank,
                   end_row_fwd, sum_row_fwd, end_row_bwd, sum_row_bwd, end_col_bwd, sum_col_bwd,
                   c_lo, c_hi, channel_block):
@@ -324,6 +265,7 @@ def scan_transfer(dt, dt_bias, a_coef, u, xdbl, rank,
     Shapes: ``end_row_* / sum_row_*`` ``(H, D)``; ``end_col_bwd / sum_col_bwd`` ``(D,)``; the inputs as
     in :func:`scan_tile`. (k1 runs forward in time, so its state is simply carried in the second pass.)
     """
+    prefer_512_bit_vectors()
     width, height, _ = u.shape
     no_y = np.empty((0, 0, 0), np.float32)
     for c0 in range(c_lo, c_hi, channel_block):

@@ -18,68 +18,13 @@ from __future__ import annotations
 
 import numba as nb
 import numpy as np
-from llvmlite import ir
-from numba.core import types
-from numba.extending import intrinsic
+
+from ._numba_math import exp32, prefer_512_bit_vectors, softplus32
 
 ROW_BLOCK = 8  # rows per parallel work item; a multiple of 4 (the recurrence runs 8 or 4 lanes at once)
 TIME_CHUNK = 512  # time steps per buffered chunk (2 buffers of ROW_BLOCK * N * TIME_CHUNK floats)
 BACKWARD_CHUNK = 1024
 _FAST = {"contract"}  # allow fused multiply-add; no other fast-math liberties (NaN/inf kept)
-
-
-@intrinsic
-def _float32_from_bits(typingctx, bits):
-    """Reinterpret an int32 bit pattern as a float32 (used to build 2**n)."""
-    if bits != types.int32:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.FloatType())
-
-    return types.float32(types.int32), codegen
-
-
-@nb.njit(inline="always", cache=True, fastmath=_FAST)
-def exp32(x):
-    """exp(x) for float32 x, branch-free so loops over it vectorise (relative error < 2e-7).
-
-    exp(x) = 2**n * exp(r), n = round(x / ln 2), |r| <= ln(2)/2, exp(r) by a Cephes polynomial.
-    """
-    xc = min(max(x, np.float32(-87.0)), np.float32(88.0))
-    n = np.floor(xc * np.float32(1.44269504088896341) + np.float32(0.5))
-    r = xc - n * np.float32(0.693359375) + n * np.float32(2.12194440e-4)  # ln 2 in two parts
-    p = np.float32(1.9875691500e-4)
-    p = p * r + np.float32(1.3981999507e-3)
-    p = p * r + np.float32(8.3334519073e-3)
-    p = p * r + np.float32(4.1665795894e-2)
-    p = p * r + np.float32(1.6666665459e-1)
-    p = p * r + np.float32(5.0000001201e-1)
-    p = p * r * r + r + np.float32(1.0)
-    value = p * _float32_from_bits(np.int32((n + np.float32(127.0)) * np.float32(8388608.0)))
-    value = np.float32(0.0) if x < np.float32(-87.0) else value
-    value = np.float32(np.inf) if x > np.float32(88.0) else value
-    return x if x != x else value  # NaN in, NaN out
-
-
-@nb.njit(inline="always", cache=True, fastmath=_FAST)
-def softplus32(z):
-    """log(1 + exp(z)) = max(z, 0) + log1p(w), w = exp(-|z|) in (0, 1], branch-free.
-
-    log1p(w) = 2 atanh(s), s = w / (2 + w) in (0, 1/3]: an odd series without cancellation
-    (relative error < 3e-7).
-    """
-    w = exp32(-abs(z))
-    s = w / (np.float32(2.0) + w)
-    s2 = s * s
-    p = np.float32(1.0 / 13.0)
-    p = p * s2 + np.float32(1.0 / 11.0)
-    p = p * s2 + np.float32(1.0 / 9.0)
-    p = p * s2 + np.float32(1.0 / 7.0)
-    p = p * s2 + np.float32(1.0 / 5.0)
-    p = p * s2 + np.float32(1.0 / 3.0)
-    value = max(z, np.float32(0.0)) + np.float32(2.0) * s * (p * s2 + np.float32(1.0))
-    return z if z != z else value
 
 
 @nb.njit(parallel=True, cache=True, fastmath=_FAST)
@@ -92,6 +37,7 @@ def scan_forward(u, delta, A, B, C, D, delta_bias, delta_softplus, h0, y, h_last
     rows = batch * channels
     lanes = ROW_BLOCK * state  # one lane per (row, state index); a multiple of 4
     for block in nb.prange((rows + ROW_BLOCK - 1) // ROW_BLOCK):
+        prefer_512_bit_vectors()
         first_row = block * ROW_BLOCK
         n_rows = min(ROW_BLOCK, rows - first_row)
         batch_of = np.empty(ROW_BLOCK, np.int64)
@@ -251,6 +197,7 @@ def scan_backward(
     n_chunks = (length + chunk - 1) // chunk
     splits = grad_B.shape[2]
     for unit in nb.prange(batch * groups * splits):
+        prefer_512_bit_vectors()
         b = unit // (groups * splits)
         k = (unit // splits) % groups
         split = unit % splits
