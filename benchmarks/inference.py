@@ -3,10 +3,12 @@
 Same process, same number of threads, batch 1, random weights, random normalised features of
 10 s, 60 s and 300 s (998, 5998 and 29998 frames). For every length and model:
 
-  s/clip   median wall-clock seconds of --repeats runs (after one warm-up run)
+  s/clip   median wall-clock seconds of --repeats runs after one warm-up run; the models are timed
+           in rounds (one run of each per round), so that every ratio compares the same minutes
+           of this noisy machine
   cpu s    median process CPU seconds (all threads) of the same runs
-  peak MB  highest resident set size of the process sampled every 2 ms during the runs, and
-           (+MB) its increase over the RSS before the first run of that model and length
+  peak MB  highest resident set size of the process sampled every 2 ms during the model's warm-up
+           run, and (+MB) its increase over the RSS before that run
 
 Models: "DASS fast" = dass.inference.predict (the default path: channels-last engine, exact tiling
 above 16384 frames, so at 300 s); "DASS bf16" = the same with precision="bfloat16" (the large GEMMs in bfloat16,
@@ -67,14 +69,30 @@ class PeakRSS:
         self.peak = max(self.peak, rss_bytes())
 
 
-def measure(fn: Callable[[], object], repeats: int) -> dict:
-    """Warm up once, then time ``repeats`` runs; peak RSS over all of them."""
+def peak_rss(fn: Callable[[], object]) -> dict:
+    """Run ``fn`` once (its warm-up run) with the RSS sampled; peak and increase over the RSS before."""
     before = rss_bytes()
     with PeakRSS() as peak:
         fn()
-        walls, cpus = wall_and_cpu_times(fn, repeats)
-    return {"wall": statistics.median(walls), "cpu": statistics.median(cpus), "peak": peak.peak,
-            "delta": peak.peak - before, "runs": repeats}
+    return {"peak": peak.peak, "delta": peak.peak - before}
+
+
+def interleaved_times(fns: dict[str, Callable[[], object]], repeats: dict[str, int]) -> dict[str, dict]:
+    """Time the models in rounds (one run of each per round) so that all see the same machine load.
+
+    This machine's speed drifts by up to 1.5x over minutes; timing each model in its own block of
+    runs made the ratios depend on which model happened to run in a slow minute.
+    """
+    walls: dict[str, list[float]] = {name: [] for name in fns}
+    cpus: dict[str, list[float]] = {name: [] for name in fns}
+    for round_index in range(max(repeats.values())):
+        for name, fn in fns.items():
+            if round_index < repeats[name]:
+                wall, cpu = wall_and_cpu_times(fn, 1)
+                walls[name] += wall
+                cpus[name] += cpu
+    return {name: {"wall": statistics.median(walls[name]), "cpu": statistics.median(cpus[name]),
+                   "runs": len(walls[name])} for name in fns}
 
 
 def build_ast(frames: int):
@@ -112,27 +130,35 @@ def main(argv: list[str] | None = None) -> int:
              f"threads {args.threads}, LD_PRELOAD={os.environ.get('LD_PRELOAD', '') or '-'}, "
              f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '-')}, load average at start "
              f"{os.getloadavg()[0]:.2f}",
-             "# batch 1, random weights, random features; median of the timed runs after one warm-up run",
+             "# batch 1, random weights, random features; median of the timed runs after one warm-up run; "
+             "models timed in interleaved rounds",
              f"{'length':>8} {'model':<12} {'s/clip':>9} {'cpu s':>9} {'peak MB':>9} {'(+MB)':>8} "
              f"{'AST/this':>9} {'plain/this':>10}"]
     print("\n".join(lines), flush=True)
     for seconds in args.seconds:
         frames = num_frames(int(seconds * 16000))
         features = torch.randn(1, frames, 128, generator=torch.Generator().manual_seed(1))
-        results: dict[str, dict] = {}
-        results["DASS fast"] = measure(lambda: predict(dass, features), args.repeats)
+        fns: dict[str, Callable[[], object]] = {"DASS fast": lambda: predict(dass, features)}
+        repeats = {"DASS fast": args.repeats}
         if not args.no_bf16:
-            results["DASS bf16"] = measure(lambda: predict(dass, features, precision="bfloat16"), args.repeats)
+            fns["DASS bf16"] = lambda: predict(dass, features, precision="bfloat16")
+            repeats["DASS bf16"] = args.repeats
         if seconds <= args.plain_max_seconds:
-            repeats = args.slow_repeats if seconds > 60 else args.repeats
-            with torch.inference_mode():
-                results["DASS plain"] = measure(lambda: dass(features), repeats)
-        if seconds <= args.ast_max_seconds:
-            ast = build_ast(frames)
-            repeats = args.slow_repeats if seconds > 30 else args.repeats
-            with torch.inference_mode():
-                results["AST-base"] = measure(lambda: ast(input_values=features).logits, repeats)
-            del ast
+            fns["DASS plain"] = lambda: dass(features)
+            repeats["DASS plain"] = args.slow_repeats if seconds > 60 else args.repeats
+        with torch.inference_mode():
+            # memory first (each model's warm-up run), DASS before the AST weights exist
+            memory = {name: peak_rss(fn) for name, fn in fns.items()}
+            ast = None
+            if seconds <= args.ast_max_seconds:
+                ast = build_ast(frames)
+                fns["AST-base"] = lambda: ast(input_values=features).logits
+                repeats["AST-base"] = args.slow_repeats if seconds > 30 else args.repeats
+                memory["AST-base"] = peak_rss(fns["AST-base"])
+            results = interleaved_times(fns, repeats)
+        for name in results:
+            results[name].update(memory[name])
+        del ast, fns
         for name, r in results.items():
             mine = r["wall"]
             ratio_ast = f"{results['AST-base']['wall'] / mine:8.1f}x" if name.startswith("DASS") and "AST-base" in results else ""

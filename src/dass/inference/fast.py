@@ -21,7 +21,11 @@ layout made for the CPU:
 
 Measured and dropped: torch's softplus/exp over the whole delta tensor (as fast as the fused
 polynomials but two extra passes over 4 x C values per position); numba ``prange`` kernels (spin
-contention with torch's OpenMP pool: 1-10 s instead of 0.4 s per 10 s clip on 2 cores).
+contention with torch's OpenMP pool: 1-10 s instead of 0.4 s per 10 s clip on 2 cores); weights
+pre-packed once for oneDNN's linear (``torch.ops.mkldnn._reorder_linear_weight``, GELU fused into
+fc1) instead of MKL re-packing them on every GEMM call: 5-25 % faster GEMMs in isolation at the row
+counts of stages 3-4, but within noise (0-3 %) on the whole forward; MKL's own packed GEMM
+(``torch.ops.mkl._mkl_linear``) needs one packed copy per row count, each 2-13x the weight's size.
 
 The same per-tile operations serve the untiled forward here (one tile per stage) and the exact
 long-input forward of :mod:`.tiled` (many tiles, scan states chained across them).
