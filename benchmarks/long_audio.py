@@ -9,8 +9,8 @@ peak memories do not mix) with random DASS-small weights:
 3. runs dass.inference.predict on all of it at once (exact tiling, --tile-frames per tile),
 
 and reports the feature and model seconds, total wall time, seconds per audio-hour, the child's
-peak RSS (ru_maxrss), its RSS after loading the model and a warm-up run (base: Python, torch, the
-model, compiled kernels), the engine's tile workspace (ws: a constant, set by the tile size), the
+peak RSS (ru_maxrss), its RSS after loading the model and a warm-up run over three tiles (base: Python,
+torch, the model, compiled kernels, the tile workspace), the engine's tile workspace (ws: a constant, set by the tile size), the
 growth of the peak per added audio-hour from the previous row (dGB/dh: the linear part, mostly
 the stage-1 and stage-2 maps and the features) and whether the logits are finite. ``--allocators system tcmalloc`` runs each
 length with glibc malloc and with tcmalloc (LD_PRELOAD) to compare.
@@ -72,7 +72,9 @@ def child(args: argparse.Namespace) -> int:
 
     torch.manual_seed(0)
     model = dass_small().eval()
-    predict(model, torch.randn(3000, 128))  # warm-up: load the compiled kernels, build the engine
+    # warm-up on two tiles and a bit: loads the compiled kernels, builds the engine and grows its tile
+    # workspace to full size, one-time costs that would otherwise land on the shortest row only
+    predict(model, torch.randn(2 * args.tile_frames + 1, 128), tile_frames=args.tile_frames)
     base = _rss_bytes()
     seconds = args.minutes[0] * 60
     with tempfile.TemporaryDirectory() as tmp:
