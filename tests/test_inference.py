@@ -219,6 +219,21 @@ def test_predict_errors(tiny) -> None:
 # --------------------------------------------------------------------------------------- timeline
 
 
+def _make_detector_head(model, steps: torch.Tensor, inside: torch.Tensor) -> None:
+    """Turn class 0 of the head into a detector of the event columns ``inside`` of ``steps (W', C)``.
+
+    Its weight is the direction from the quiet columns' mean to the event columns' mean, its bias
+    puts the boundary half-way; every other class scores 0.
+    """
+    direction = steps[inside].mean(0) - steps[~inside].mean(0)
+    midpoint = 0.5 * (steps[inside].mean(0) + steps[~inside].mean(0))
+    with torch.no_grad():
+        model.classifier.head.weight.zero_()
+        model.classifier.head.bias.zero_()
+        model.classifier.head.weight[0] = 10 * direction / direction.norm() ** 2
+        model.classifier.head.bias[0] = -(model.classifier.head.weight[0] @ midpoint)
+
+
 def _clip(frames: int, start: int, stop: int, seed: int) -> torch.Tensor:
     """Quiet features (-1 +- 0.05) with a loud event (+3) in frames [start, stop)."""
     g = torch.Generator().manual_seed(seed)
@@ -235,13 +250,7 @@ def test_timeline_locates_loud_event() -> None:
     steps = forward_features(model, _clip(2000, 500, 600, seed=1), tile_frames=None)[0].mean(1).T  # (W', C)
     centres = torch.arange(steps.shape[0]) * 32 + 16
     inside = (centres >= 500) & (centres < 600)
-    direction = steps[inside].mean(0) - steps[~inside].mean(0)
-    midpoint = 0.5 * (steps[inside].mean(0) + steps[~inside].mean(0))
-    with torch.no_grad():
-        model.classifier.head.weight.zero_()
-        model.classifier.head.bias.zero_()
-        model.classifier.head.weight[0] = 10 * direction / direction.norm() ** 2
-        model.classifier.head.bias[0] = -(model.classifier.head.weight[0] @ midpoint)
+    _make_detector_head(model, steps, inside)
 
     test = _clip(4000, 2900, 3000, seed=2)  # event from 29.0 s to 30.0 s in 40 s of quiet
     times, scores = predict_timeline(model, test, segment_s=0.32, tile_frames=512)
@@ -361,13 +370,7 @@ def test_tag_timeline_cli_locates_burst(tmp_path, capsys) -> None:
     steps = forward_features(model, feats, tile_frames=None)[0].mean(1).T
     centres = (torch.arange(steps.shape[0]) * 32 + 16) * 0.01
     inside = (centres >= 5.0) & (centres < 6.0)
-    direction = steps[inside].mean(0) - steps[~inside].mean(0)
-    midpoint = 0.5 * (steps[inside].mean(0) + steps[~inside].mean(0))
-    with torch.no_grad():
-        model.classifier.head.weight.zero_()
-        model.classifier.head.bias.zero_()
-        model.classifier.head.weight[0] = 10 * direction / direction.norm() ** 2
-        model.classifier.head.bias[0] = -(model.classifier.head.weight[0] @ midpoint)
+    _make_detector_head(model, steps, inside)
     save_pretrained(model, tmp_path / "model")
     wav = tmp_path / "long.wav"
     soundfile.write(wav, _burst_audio(45, 31.0, 32.0, seed=2), 16000, subtype="FLOAT")
