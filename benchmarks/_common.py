@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import statistics
 import time
 from typing import Callable
 
@@ -16,6 +17,26 @@ def wall_and_cpu_times(fn: Callable[[], object], repeats: int) -> tuple[list[flo
         walls.append(time.perf_counter() - wall)
         cpus.append(time.process_time() - cpu)
     return walls, cpus
+
+
+def interleaved_times(fns: dict[str, Callable[[], object]], repeats: dict[str, int]) -> dict[str, dict]:
+    """Median wall-clock and CPU seconds of each function, timed in interleaved rounds.
+
+    Each function runs ``repeats[name]`` times, spread evenly over the rounds, so that all of them see
+    the same machine load: this machine's speed drifts by up to 1.5x over minutes, and timing each
+    function in its own block of runs made the ratios depend on which one ran in a slow minute.
+    """
+    rounds = max(repeats.values())
+    walls: dict[str, list[float]] = {name: [] for name in fns}
+    cpus: dict[str, list[float]] = {name: [] for name in fns}
+    for round_index in range(rounds):
+        for name, fn in fns.items():
+            if (round_index + 1) * repeats[name] // rounds > round_index * repeats[name] // rounds:
+                wall, cpu = wall_and_cpu_times(fn, 1)
+                walls[name] += wall
+                cpus[name] += cpu
+    return {name: {"wall": statistics.median(walls[name]), "cpu": statistics.median(cpus[name]),
+                   "runs": len(walls[name])} for name in fns}
 
 
 def write_table(lines: list[str], output: str) -> None:

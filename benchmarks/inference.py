@@ -29,13 +29,12 @@ import argparse
 import os
 import platform
 import shlex
-import statistics
 import sys
 import threading
 from typing import Callable
 
 import torch
-from _common import wall_and_cpu_times, write_table
+from _common import interleaved_times, write_table
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -75,24 +74,6 @@ def peak_rss(fn: Callable[[], object]) -> dict:
     with PeakRSS() as peak:
         fn()
     return {"peak": peak.peak, "delta": peak.peak - before}
-
-
-def interleaved_times(fns: dict[str, Callable[[], object]], repeats: dict[str, int]) -> dict[str, dict]:
-    """Time the models in rounds (one run of each per round) so that all see the same machine load.
-
-    This machine's speed drifts by up to 1.5x over minutes; timing each model in its own block of
-    runs made the ratios depend on which model happened to run in a slow minute.
-    """
-    walls: dict[str, list[float]] = {name: [] for name in fns}
-    cpus: dict[str, list[float]] = {name: [] for name in fns}
-    for round_index in range(max(repeats.values())):
-        for name, fn in fns.items():
-            if round_index < repeats[name]:
-                wall, cpu = wall_and_cpu_times(fn, 1)
-                walls[name] += wall
-                cpus[name] += cpu
-    return {name: {"wall": statistics.median(walls[name]), "cpu": statistics.median(cpus[name]),
-                   "runs": len(walls[name])} for name in fns}
 
 
 def build_ast(frames: int):

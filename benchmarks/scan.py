@@ -1,13 +1,16 @@
 """Benchmark the fast selective scan against the float64 reference and a torch.clone of its inputs.
 
 DASS shapes: batch 1, K = 4 directions, C = 96 channels, N = 1, L = H*W time steps.
-For each L it reports (median of --repeats runs, numba warmed up first):
-  fast fwd   : dass.ops.selective_scan under torch.inference_mode
+For each L it reports medians (numba warmed up first) of
+  fast fwd   : dass.ops.selective_scan under torch.inference_mode (--repeats runs)
   clone      : torch.clone of u, delta, B and C (the memory traffic of just touching the inputs)
   fwd+bwd    : forward + backward of the fast scan (up to --backward-max-length)
-  reference  : dass.ops.selective_scan_ref, float64 loop over time (up to --ref-max-length)
+  reference  : dass.ops.selective_scan_ref, float64 loop over time (up to --ref-max-length; 3 runs
+               at L <= 8192, else 1)
 and the ratios fast/clone (goal <= 3) and reference/fast (goal >= 100 at L = 8192), by wall-clock
-time and, because the machine may be shared, also by process CPU time (cpu ref/fast).
+time and, because the machine may be shared, also by process CPU time (cpu ref/fast). The runs of
+one L are interleaved (fast, clone, reference, fast, ...) so that every ratio compares runs made
+under the same machine load.
 
     python3 benchmarks/scan.py                      # writes results/scan.txt
     python3 benchmarks/scan.py --lengths 8192 --repeats 3 --output -
@@ -18,18 +21,10 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import statistics
 import sys
-from typing import Callable
 
 import torch
-from _common import wall_and_cpu_times, write_table
-
-
-def median_seconds(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
-    """Median wall-clock and median process CPU time (all threads) of fn(), in seconds."""
-    walls, cpus = wall_and_cpu_times(fn, repeats)
-    return statistics.median(walls), statistics.median(cpus)
+from _common import interleaved_times, write_table
 
 
 def make_inputs(length: int, groups: int, channels: int, state: int, seed: int = 0) -> dict:
@@ -55,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--groups", type=int, default=4, help="K, scan directions")
     parser.add_argument("--channels", type=int, default=96, help="C, channels per direction")
     parser.add_argument("--state", type=int, default=1, help="N, state size")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=15, help="runs of the fast scan and the clone")
     parser.add_argument("--ref-max-length", type=int, default=65536)
     parser.add_argument("--backward-max-length", type=int, default=65536)
     parser.add_argument("--output", default="results/scan.txt", help="'-' for stdout only")
@@ -70,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"# torch {torch.__version__}, torch threads {torch.get_num_threads()}, "
         f"cpus {os.cpu_count()}, batch 1, K={args.groups}, C={args.channels}, N={args.state}, "
-        f"median of {args.repeats}",
+        f"medians of {args.repeats} interleaved runs (reference: 3 or 1)",
         f"{'L':>9} {'fast fwd ms':>12} {'clone ms':>10} {'fast/clone':>10} "
         f"{'fwd+bwd ms':>11} {'ref ms':>10} {'ref/fast':>9} {'cpu ref/fast':>13}",
     ]
@@ -85,11 +80,21 @@ def main(argv: list[str] | None = None) -> int:
 
     for length in args.lengths:
         inputs = make_inputs(length, args.groups, args.channels, args.state)
-        with torch.inference_mode():
-            fast, fast_cpu = median_seconds(lambda: selective_scan(**inputs), args.repeats)
-        clone, _ = median_seconds(
-            lambda: [inputs[name].clone() for name in ("u", "delta", "B", "C")], args.repeats
-        )
+
+        def fast() -> None:
+            with torch.inference_mode():
+                selective_scan(**inputs)
+
+        def reference() -> None:
+            with torch.inference_mode():
+                selective_scan_ref(**inputs)
+
+        fns = {"fast": fast, "clone": lambda: [inputs[name].clone() for name in ("u", "delta", "B", "C")]}
+        repeats = {"fast": args.repeats, "clone": args.repeats}
+        if length <= args.ref_max_length:
+            fns["reference"] = reference
+            repeats["reference"] = 3 if length <= 8192 else 1
+        times = interleaved_times(fns, repeats)
         backward = float("nan")
         if length <= args.backward_max_length:
             leaves = {k: v.clone().requires_grad_(True) for k, v in inputs.items()}
@@ -98,18 +103,16 @@ def main(argv: list[str] | None = None) -> int:
             def forward_backward() -> None:
                 selective_scan(**leaves).backward(grad_y)
 
-            backward, _ = median_seconds(forward_backward, max(1, args.repeats // 2))
+            backward = interleaved_times({"fwd+bwd": forward_backward},
+                                         {"fwd+bwd": max(1, args.repeats // 3)})["fwd+bwd"]["wall"]
             del leaves, grad_y
-        reference = reference_cpu = float("nan")
-        if length <= args.ref_max_length:
-            with torch.inference_mode():
-                reference, reference_cpu = median_seconds(
-                    lambda: selective_scan_ref(**inputs), 3 if length <= 8192 else 1
-                )
+        fast_wall, fast_cpu = times["fast"]["wall"], times["fast"]["cpu"]
+        reference = times.get("reference", {"wall": float("nan"), "cpu": float("nan")})
         line = (
-            f"{length:>9} {fast * 1e3:>12.2f} {clone * 1e3:>10.2f} {fast / clone:>10.2f} "
-            f"{backward * 1e3:>11.2f} {reference * 1e3:>10.1f} {reference / fast:>9.1f} "
-            f"{reference_cpu / fast_cpu:>13.1f}"
+            f"{length:>9} {fast_wall * 1e3:>12.2f} {times['clone']['wall'] * 1e3:>10.2f} "
+            f"{fast_wall / times['clone']['wall']:>10.2f} {backward * 1e3:>11.2f} "
+            f"{reference['wall'] * 1e3:>10.1f} {reference['wall'] / fast_wall:>9.1f} "
+            f"{reference['cpu'] / fast_cpu:>13.1f}"
         )
         print(line, flush=True)
         lines.append(line)

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from dass.ops import selective_scan, selective_scan_ref
-from dass.ops._numba_math import softplus_exp_arrays
+from dass.ops import _scan_numba
+from dass.ops._numba_math import USE_LDEXP, softplus_exp_arrays
 from dass.ops.selective_scan import selective_scan_torch
 
 GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "delta_bias")
@@ -232,21 +233,59 @@ def test_falls_back_to_torch_scan_without_numba(monkeypatch) -> None:
 
 
 def test_vectorised_exp_and_softplus_match_float64() -> None:
-    """The kernels' polynomial exp / softplus (division-free log1p) against float64 numpy."""
-    z = np.concatenate([np.linspace(-100, 100, 200_003), np.random.default_rng(0).standard_normal(1001) * 4,
-                        [0.0, -0.0, 1e-30, -1e-30, 20.0, 20.5, -87.5, 88.5]]).astype(np.float32)
-    softplus, exp = np.empty_like(z), np.empty_like(z)
-    softplus_exp_arrays(z, softplus, exp)
+    """The kernels' polynomial exp (both variants) and softplus against float64 numpy."""
+    z = np.concatenate([np.linspace(-120, 100, 220_003), np.random.default_rng(0).standard_normal(1001) * 4,
+                        [0.0, -0.0, 1e-30, -1e-30, 20.0, 20.5, -87.5, 88.5, 88.75]]).astype(np.float32)
+    softplus, exp, exp_ldexp, exp_bits = (np.empty_like(z) for _ in range(4))
+    softplus_exp_arrays(z, softplus, exp, exp_ldexp, exp_bits)
     z64 = z.astype(np.float64)
     ref_softplus = np.where(z64 > 20, z64, np.log1p(np.exp(z64)))  # torch's softplus
     normal = z64 > -80  # below, softplus(z) ~ exp(z) is denormal in float32; the kernels give ~0
     assert np.max(np.abs(softplus[normal] - ref_softplus[normal]) / ref_softplus[normal]) < 5e-7
     assert np.max(np.abs(softplus[~normal] - ref_softplus[~normal])) < 1e-34
+    ref_exp = np.exp(z64)
     inside = (z64 > -87) & (z64 < 88)
-    assert np.max(np.abs(exp[inside] - np.exp(z64[inside])) / np.exp(z64[inside])) < 5e-7
-    assert np.all(exp[z64 < -87] == 0) and np.all(np.isinf(exp[z64 > 88]))
+    for variant in (exp_ldexp, exp_bits):
+        assert np.max(np.abs(variant[inside] - ref_exp[inside]) / ref_exp[inside]) < 5e-7
+    assert np.all(np.isinf(exp_ldexp[z64 > 88.73])) and np.all(exp_ldexp[z64 < -104] == 0)
+    tiny = (z64 <= -87) & (z64 >= -104)  # gradual underflow: within one denormal step (1.4e-45)
+    assert np.max(np.abs(exp_ldexp[tiny] - ref_exp[tiny])) <= 1.5e-45
+    assert np.all(exp_bits[z64 < -87] == 0) and np.all(np.isinf(exp_bits[z64 > 88]))
+    assert np.array_equal(exp, exp_ldexp if USE_LDEXP else exp_bits)
     special = np.array([np.nan, np.inf, -np.inf], np.float32)
-    sp, ex = np.empty_like(special), np.empty_like(special)
-    softplus_exp_arrays(special, sp, ex)
-    assert np.isnan(sp[0]) and np.isnan(ex[0])
-    assert sp[1] == np.inf and ex[1] == np.inf and sp[2] == 0 and ex[2] == 0
+    outputs = [np.empty_like(special) for _ in range(4)]
+    softplus_exp_arrays(special, *outputs)
+    for values in outputs:  # softplus, exp, exp_ldexp, exp_bits
+        assert np.isnan(values[0]) and values[1] == np.inf and values[2] == 0
+
+
+@pytest.mark.parametrize("count", [1, 15, 16, 17, 100, 515])
+def test_vector_register_scan_blocks_match_a_float64_loop(count: int) -> None:
+    """_scan_run / _scan_run_output (16-step log-step scans in registers, plus a scalar tail)."""
+    rng = np.random.default_rng(count)
+    decay = rng.uniform(0.0, 1.0, count).astype(np.float32)
+    decay[::7] = 1.0
+    inputs = rng.standard_normal(count).astype(np.float32)
+    C_row = rng.standard_normal(count).astype(np.float32)
+    u_row = rng.standard_normal(count).astype(np.float32)
+    skip, h0 = np.float32(0.7), np.float32(-1.3)
+    states = np.empty(count)
+    h = float(h0)
+    for t in range(count):  # the reference: the recurrence as written, in float64
+        h = float(decay[t]) * h + float(inputs[t])
+        states[t] = h
+    ref_y = C_row.astype(np.float64) * states + float(skip) * u_row
+    hidden = inputs.copy()
+    h_last = _scan_numba._scan_run(decay, hidden, h0, count)
+    scale = np.abs(states).max()
+    assert np.max(np.abs(hidden - states)) / scale < 1e-6 and abs(h_last - states[-1]) / scale < 1e-6
+    y_row = np.full(count, np.nan, np.float32)
+    hidden = inputs.copy()
+    h_last = _scan_numba._scan_run_output(decay, hidden, C_row, u_row, skip, y_row, h0, count)
+    assert np.array_equal(hidden, inputs)  # the states are not stored
+    assert np.max(np.abs(y_row - ref_y)) / np.abs(ref_y).max() < 1e-6 and abs(h_last - states[-1]) / scale < 1e-6
+    if count >= 16:  # a NaN input poisons its own and every later state, not the earlier ones
+        hidden = inputs.copy()
+        hidden[5] = np.nan
+        _scan_numba._scan_run(decay, hidden, h0, count)
+        assert np.isfinite(hidden[:5]).all() and np.isnan(hidden[5:]).all()

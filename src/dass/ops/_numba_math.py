@@ -2,8 +2,9 @@
 
 numba has no vector libm here (``math.exp`` in a loop stays scalar and would cost more than a whole
 scan), so :func:`exp32` and :func:`softplus32` are branch-free polynomials that LLVM vectorises.
-The helpers numba does not expose (a bit cast, a prefetch, a per-function vector width) are
-one-instruction intrinsics. Used by :mod:`dass.ops._scan_numba` (training scan) and
+The helpers numba does not expose (a bit cast, rounding, ``ldexp``, a prefetch, a per-function vector
+width) are one-instruction intrinsics, and :func:`linear_scan16` runs sixteen steps of the scan
+recurrence in vector registers. Used by :mod:`dass.ops._scan_numba` (training scan) and
 :mod:`dass.inference.kernels` (inference engine); tested against float64 numpy in tests/test_selective_scan.py.
 """
 
@@ -15,8 +16,8 @@ from llvmlite import ir
 from numba.core import types
 from numba.extending import intrinsic
 
-__all__ = ["exp32", "int32_bits_as_float32", "prefer_512_bit_vectors", "prefetch", "softplus32",
-           "softplus_exp_arrays"]
+__all__ = ["SCAN_BLOCK", "exp32", "int32_bits_as_float32", "linear_scan16", "linear_scan16_output",
+           "prefer_512_bit_vectors", "prefetch", "softplus32", "softplus_exp_arrays"]
 
 _FAST = {"contract"}  # fused multiply-add only; NaN/inf semantics kept
 
@@ -76,6 +77,131 @@ def int32_bits_as_float32(typingctx, bits):
 
     return sig, codegen
 
+@intrinsic
+def round_to_nearest32(typingctx, x):
+    """Round a float32 to the nearest integer, ties to even (``llvm.rint``: one instruction; vectorises)."""
+    sig = types.float32(types.float32)
+
+    def codegen(context, builder, signature, args):
+        fn = builder.module.declare_intrinsic("llvm.rint", [ir.FloatType()])
+        return builder.call(fn, args)
+
+    return sig, codegen
+
+
+@intrinsic
+def ldexp32(typingctx, x, n):
+    """x * 2**n for float32 x and int32 n, with float32 overflow to inf and gradual underflow to 0.
+
+    ``llvm.ldexp``: with AVX-512 one ``vscalefps`` per 16 lanes; without it LLVM calls libm's
+    ``ldexpf`` per element, which is why :func:`exp32` only uses it on AVX-512 CPUs.
+    """
+    sig = types.float32(types.float32, types.int32)
+
+    def codegen(context, builder, signature, args):
+        f32, i32 = ir.FloatType(), ir.IntType(32)
+        fn = builder.module.declare_intrinsic("llvm.ldexp", [f32, i32], ir.FunctionType(f32, [f32, i32]))
+        return builder.call(fn, args)
+
+    return sig, codegen
+
+
+# ------------------------------------------------------------------------------ vector scan blocks
+
+SCAN_BLOCK = 16  # time steps per call of linear_scan16 / linear_scan16_output (one 512-bit vector)
+
+
+def _scan_block_ir(builder, a, x, h):
+    """IR for h_j = a_j h_{j-1} + x_j, j < SCAN_BLOCK, from h (a float): returns the vector of h_j.
+
+    Log-step (Hillis-Steele) scan of the pairs (a, x) inside the vector: after the step with shift d,
+    x_j = sum over the last 2d steps of x_s times the decays between s and j, a_j = their product.
+    Then h enters through the product of all decays up to j. 4 steps of 2 shuffles, 1 FMA and 1 multiply.
+    """
+    f32, i32 = ir.FloatType(), ir.IntType(32)
+    vec = ir.VectorType(f32, SCAN_BLOCK)
+    zeros = ir.Constant(vec, [0.0] * SCAN_BLOCK)
+    ones = ir.Constant(vec, [1.0] * SCAN_BLOCK)
+    shift = 1
+    while shift < SCAN_BLOCK:
+        # lane j takes lane j - shift; lanes below shift take x = 0, a = 1 (the identity step)
+        mask = ir.Constant(ir.VectorType(i32, SCAN_BLOCK),
+                           [j - shift if j >= shift else SCAN_BLOCK + j for j in range(SCAN_BLOCK)])
+        x_before = builder.shuffle_vector(x, zeros, mask)
+        a_before = builder.shuffle_vector(a, ones, mask)
+        x = builder.fadd(x, builder.fmul(a, x_before, flags=("contract",)), flags=("contract",))
+        a = builder.fmul(a, a_before)
+        shift *= 2
+    return builder.fadd(x, builder.fmul(a, _splat(builder, h), flags=("contract",)), flags=("contract",))
+
+
+def _splat(builder, value):
+    """A vector of SCAN_BLOCK copies of a float."""
+    i32 = ir.IntType(32)
+    vec = ir.VectorType(ir.FloatType(), SCAN_BLOCK)
+    one = builder.insert_element(ir.Constant(vec, ir.Undefined), value, ir.Constant(i32, 0))
+    return builder.shuffle_vector(one, one, ir.Constant(ir.VectorType(i32, SCAN_BLOCK), [0] * SCAN_BLOCK))
+
+
+def _load_block(builder, address):
+    vec = ir.VectorType(ir.FloatType(), SCAN_BLOCK)
+    return builder.load(builder.inttoptr(address, vec.as_pointer()), align=4)
+
+
+@intrinsic
+def linear_scan16(typingctx, a_address, x_address, h):
+    """In place over 16 float32 at ``x_address``: x_j <- h_j = a_j h_{j-1} + x_j, with h_{-1} = h.
+
+    ``a_address``: 16 float32 decays. Returns h_15, the state to carry into the next block. Addresses
+    are integers (``array.ctypes.data + 4 * offset``); no alignment needed.
+    """
+    sig = types.float32(types.uintp, types.uintp, types.float32)
+
+    def codegen(context, builder, signature, args):
+        states = _scan_block_ir(builder, _load_block(builder, args[0]), _load_block(builder, args[1]), args[2])
+        vec = ir.VectorType(ir.FloatType(), SCAN_BLOCK)
+        builder.store(states, builder.inttoptr(args[1], vec.as_pointer()), align=4)
+        return builder.extract_element(states, ir.Constant(ir.IntType(32), SCAN_BLOCK - 1))
+
+    return sig, codegen
+
+
+@intrinsic
+def linear_scan16_output(typingctx, a_address, x_address, c_address, u_address, y_address, skip, h):
+    """16 steps of a state-size-1 scan straight to its output: y_j = C_j h_j + skip u_j.
+
+    h_j = a_j h_{j-1} + x_j from h_{-1} = h, as :func:`linear_scan16`, but the states are not stored:
+    16 float32 each are read at the a, x, C and u addresses and written at ``y_address``.
+    Returns h_15.
+    """
+    sig = types.float32(types.uintp, types.uintp, types.uintp, types.uintp, types.uintp, types.float32,
+                        types.float32)
+
+    def codegen(context, builder, signature, args):
+        a, x, c, u = (_load_block(builder, address) for address in args[:4])
+        states = _scan_block_ir(builder, a, x, args[6])
+        y = builder.fadd(builder.fmul(states, c, flags=("contract",)),
+                         builder.fmul(_splat(builder, args[5]), u, flags=("contract",)), flags=("contract",))
+        vec = ir.VectorType(ir.FloatType(), SCAN_BLOCK)
+        builder.store(y, builder.inttoptr(args[4], vec.as_pointer()), align=4)
+        return builder.extract_element(states, ir.Constant(ir.IntType(32), SCAN_BLOCK - 1))
+
+    return sig, codegen
+
+def _host_has_avx512() -> bool:
+    """True if numba compiles for an AVX-512 CPU (the host, unless NUMBA_CPU_NAME/FEATURES say otherwise)."""
+    if nb.config.CPU_NAME or nb.config.CPU_FEATURES:
+        return "+avx512f" in (nb.config.CPU_FEATURES or "")
+    try:
+        from llvmlite import binding
+
+        return bool(binding.get_host_cpu_features().get("avx512f", False))
+    except Exception:  # pragma: no cover - llvmlite without host feature detection
+        return False
+
+
+USE_LDEXP = _host_has_avx512()
+
 
 # ------------------------------------------------------------------------------ vectorisable math
 
@@ -86,28 +212,61 @@ _LOG1P_Q = tuple(np.float32(c) for c in (
     1.0, -4.999949314e-01, 3.331909681e-01, -2.484298221e-01, 1.910600675e-01,
     -1.366324578e-01, 7.822595171e-02, -2.950523867e-02, 5.232694239e-03))
 
+# exp(r) on |r| <= ln(2)/2: 1 + r (1 + r P(r)), P of degree 4 fitted for relative error like _LOG1P_Q
+# (3e-9 in float64, 6e-8 evaluated in float32 with FMA; exp(0) = 1 exactly).
+_EXP_P = tuple(np.float32(c) for c in (
+    1.381461275741458e-03, 8.368710055947304e-03, 4.166838899254799e-02, 1.666652113199234e-01,
+    4.999999403953552e-01, 1.0, 1.0))
+_LOG2E = np.float32(1.44269504088896341)
+_LN2_HIGH = np.float32(0.693359375)  # ln 2 in two parts (Cody-Waite): n * _LN2_HIGH is exact
+_LN2_LOW = np.float32(-2.12194440e-4)
+
 
 @nb.njit(inline="always", cache=True, fastmath=_FAST)
-def exp32(x):
-    """exp(x) for float32 x, branch-free so loops over it vectorise (relative error < 2e-7).
+def _exp_reduced(x, n):
+    """exp(x - n ln 2) for |x - n ln 2| <= ln(2)/2 (Cody-Waite reduction, degree-6 polynomial)."""
+    r = x - n * _LN2_HIGH
+    r = r - n * _LN2_LOW
+    p = _EXP_P[0]
+    p = p * r + _EXP_P[1]
+    p = p * r + _EXP_P[2]
+    p = p * r + _EXP_P[3]
+    p = p * r + _EXP_P[4]
+    p = p * r + _EXP_P[5]
+    return p * r + _EXP_P[6]
 
-    exp(x) = 2**n * exp(r), n = round(x / ln 2), |r| <= ln(2)/2, exp(r) by a Cephes polynomial;
-    0 below -87, inf above 88, NaN for NaN.
+
+@nb.njit(inline="always", cache=True, fastmath=_FAST)
+def exp32_ldexp(x):
+    """exp(x) for float32 x: 2**n exp(r) with the scaling done by :func:`ldexp32` (AVX-512 CPUs).
+
+    Relative error < 1e-7 for normal results; gradual underflow (denormals, then 0 below about -104),
+    inf above 88.7, NaN for NaN. The clamps keep NaN (``x < lo`` is False for NaN).
+    """
+    xc = np.float32(-110.0) if x < np.float32(-110.0) else x
+    xc = np.float32(89.0) if xc > np.float32(89.0) else xc
+    n = round_to_nearest32(xc * _LOG2E)
+    n_int = np.int32(n) if n == n else np.int32(0)  # NaN: any exponent (the result stays NaN)
+    return ldexp32(_exp_reduced(xc, n), n_int)
+
+
+@nb.njit(inline="always", cache=True, fastmath=_FAST)
+def exp32_bits(x):
+    """exp(x) for float32 x, the scale 2**n built from its exponent bits (any CPU).
+
+    Relative error < 2e-7; 0 below -87 (no denormals), inf above 88, NaN for NaN.
     """
     xc = min(max(x, np.float32(-87.0)), np.float32(88.0))
-    n = np.floor(xc * np.float32(1.44269504088896341) + np.float32(0.5))
-    r = xc - n * np.float32(0.693359375) + n * np.float32(2.12194440e-4)  # ln 2 in two parts
-    p = np.float32(1.9875691500e-4)
-    p = p * r + np.float32(1.3981999507e-3)
-    p = p * r + np.float32(8.3334519073e-3)
-    p = p * r + np.float32(4.1665795894e-2)
-    p = p * r + np.float32(1.6666665459e-1)
-    p = p * r + np.float32(5.0000001201e-1)
-    p = p * r * r + r + np.float32(1.0)
-    value = p * int32_bits_as_float32(np.int32((n + np.float32(127.0)) * np.float32(8388608.0)))
+    n = round_to_nearest32(xc * _LOG2E)
+    value = _exp_reduced(xc, n) * int32_bits_as_float32(np.int32((n + np.float32(127.0)) * np.float32(8388608.0)))
     value = np.float32(0.0) if x < np.float32(-87.0) else value
     value = np.float32(np.inf) if x > np.float32(88.0) else value
     return x if x != x else value  # NaN in, NaN out
+
+
+# The kernels' exp: ldexp is one instruction with AVX-512 (and handles overflow, underflow and NaN by
+# itself), but a libm call per element elsewhere. Both variants are tested on every machine.
+exp32 = exp32_ldexp if USE_LDEXP else exp32_bits
 
 
 @nb.njit(inline="always", cache=True, fastmath=_FAST)
@@ -115,7 +274,7 @@ def softplus32(z):
     """log(1 + exp(z)) = max(z, 0) + log1p(w), w = exp(-|z|) in (0, 1], branch-free, division-free.
 
     Relative error < 5e-7 everywhere (also for large |z|, where torch's threshold at 20 returns z:
-    the log1p term is then below half an ulp of z). NaN for NaN.
+    the log1p term is then below half an ulp of z). NaN for NaN (w is NaN, and so is the max).
     """
     w = exp32(-abs(z))
     q = _LOG1P_Q[8]
@@ -127,14 +286,16 @@ def softplus32(z):
     q = q * w + _LOG1P_Q[2]
     q = q * w + _LOG1P_Q[1]
     q = q * w + _LOG1P_Q[0]
-    value = max(z, np.float32(0.0)) + w * q
-    return z if z != z else value
+    positive_part = np.float32(0.0) if z < np.float32(0.0) else z  # keeps NaN
+    return positive_part + w * q
 
 
 @nb.njit(cache=True, nogil=True, fastmath=_FAST)
-def softplus_exp_arrays(z, out_softplus, out_exp):
-    """Elementwise :func:`softplus32` and :func:`exp32` of 1-D float32 arrays (for the tests)."""
+def softplus_exp_arrays(z, out_softplus, out_exp, out_exp_ldexp, out_exp_bits):
+    """Elementwise :func:`softplus32`, :func:`exp32` and both exp variants of 1-D float32 arrays (tests)."""
     prefer_512_bit_vectors()
     for i in range(z.shape[0]):
         out_softplus[i] = softplus32(z[i])
         out_exp[i] = exp32(z[i])
+        out_exp_ldexp[i] = exp32_ldexp(z[i])
+        out_exp_bits[i] = exp32_bits(z[i])
