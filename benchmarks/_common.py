@@ -19,24 +19,27 @@ def wall_and_cpu_times(fn: Callable[[], object], repeats: int) -> tuple[list[flo
     return walls, cpus
 
 
-def interleaved_times(fns: dict[str, Callable[[], object]], repeats: dict[str, int]) -> dict[str, dict]:
-    """Median wall-clock and CPU seconds of each function, timed in interleaved rounds.
+def interleaved_times(fns: dict[str, Callable[[], object]], repeats: dict[str, int],
+                      block: int = 1) -> dict[str, dict]:
+    """Median wall-clock and CPU seconds (and the best wall-clock) of each function, in interleaved rounds.
 
     Each function runs ``repeats[name]`` times, spread evenly over the rounds, so that all of them see
     the same machine load: this machine's speed drifts by up to 1.5x over minutes, and timing each
     function in its own block of runs made the ratios depend on which one ran in a slow minute.
+    With ``block`` > 1 a function runs up to ``block`` times in a row within a round (steady state:
+    a fresh multi-MB output is then usually memory glibc has just freed, not new pages).
     """
-    rounds = max(repeats.values())
+    rounds = max(-(-count // block) for count in repeats.values())
     walls: dict[str, list[float]] = {name: [] for name in fns}
     cpus: dict[str, list[float]] = {name: [] for name in fns}
     for round_index in range(rounds):
         for name, fn in fns.items():
-            if (round_index + 1) * repeats[name] // rounds > round_index * repeats[name] // rounds:
-                wall, cpu = wall_and_cpu_times(fn, 1)
-                walls[name] += wall
-                cpus[name] += cpu
+            due = (round_index + 1) * repeats[name] // rounds - round_index * repeats[name] // rounds
+            wall, cpu = wall_and_cpu_times(fn, due)
+            walls[name] += wall
+            cpus[name] += cpu
     return {name: {"wall": statistics.median(walls[name]), "cpu": statistics.median(cpus[name]),
-                   "runs": len(walls[name])} for name in fns}
+                   "best": min(walls[name]), "runs": len(walls[name])} for name in fns}
 
 
 def write_table(lines: list[str], output: str) -> None:

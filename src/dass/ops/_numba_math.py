@@ -3,8 +3,8 @@
 numba has no vector libm here (``math.exp`` in a loop stays scalar and would cost more than a whole
 scan), so :func:`exp32` and :func:`softplus32` are branch-free polynomials that LLVM vectorises.
 The helpers numba does not expose (a bit cast, rounding, ``ldexp``, a prefetch, a per-function vector
-width) are one-instruction intrinsics, and :func:`linear_scan16` runs sixteen steps of the scan
-recurrence in vector registers. Used by :mod:`dass.ops._scan_numba` (training scan) and
+width) are one-instruction intrinsics, and :func:`scan_blocks` runs the scan recurrence sixteen
+steps at a time in vector registers. Used by :mod:`dass.ops._scan_numba` (training scan) and
 :mod:`dass.inference.kernels` (inference engine); tested against float64 numpy in tests/test_selective_scan.py.
 """
 
@@ -16,7 +16,7 @@ from llvmlite import ir
 from numba.core import types
 from numba.extending import intrinsic
 
-__all__ = ["SCAN_BLOCK", "exp32", "int32_bits_as_float32", "linear_scan16", "linear_scan16_output",
+__all__ = ["SCAN_BLOCK", "exp32", "int32_bits_as_float32", "scan_blocks", "scan_blocks_output",
            "prefer_512_bit_vectors", "prefetch", "softplus32", "softplus_exp_arrays"]
 
 _FAST = {"contract"}  # fused multiply-add only; NaN/inf semantics kept
@@ -108,15 +108,16 @@ def ldexp32(typingctx, x, n):
 
 # ------------------------------------------------------------------------------ vector scan blocks
 
-SCAN_BLOCK = 16  # time steps per call of linear_scan16 / linear_scan16_output (one 512-bit vector)
+SCAN_BLOCK = 16  # time steps per vector (512 bits) in scan_blocks / scan_blocks_output
 
 
-def _scan_block_ir(builder, a, x, h):
-    """IR for h_j = a_j h_{j-1} + x_j, j < SCAN_BLOCK, from h (a float): returns the vector of h_j.
+def _scan_block_ir(builder, a, x):
+    """IR for the scan of one vector from a zero state: returns (x', a') with, for j < SCAN_BLOCK,
+    x'_j = h_j if h_{-1} = 0 and a'_j = a_0 a_1 ... a_j, so that h_j = x'_j + a'_j h_{-1}.
 
     Log-step (Hillis-Steele) scan of the pairs (a, x) inside the vector: after the step with shift d,
     x_j = sum over the last 2d steps of x_s times the decays between s and j, a_j = their product.
-    Then h enters through the product of all decays up to j. 4 steps of 2 shuffles, 1 FMA and 1 multiply.
+    4 steps of 2 shuffles, 1 FMA and 1 multiply.
     """
     f32, i32 = ir.FloatType(), ir.IntType(32)
     vec = ir.VectorType(f32, SCAN_BLOCK)
@@ -132,59 +133,97 @@ def _scan_block_ir(builder, a, x, h):
         x = builder.fadd(x, builder.fmul(a, x_before, flags=("contract",)), flags=("contract",))
         a = builder.fmul(a, a_before)
         shift *= 2
-    return builder.fadd(x, builder.fmul(a, _splat(builder, h), flags=("contract",)), flags=("contract",))
+    return x, a
 
 
-def _splat(builder, value):
-    """A vector of SCAN_BLOCK copies of a float."""
-    i32 = ir.IntType(32)
-    vec = ir.VectorType(ir.FloatType(), SCAN_BLOCK)
-    one = builder.insert_element(ir.Constant(vec, ir.Undefined), value, ir.Constant(i32, 0))
-    return builder.shuffle_vector(one, one, ir.Constant(ir.VectorType(i32, SCAN_BLOCK), [0] * SCAN_BLOCK))
+def _fma(builder, a, b, c):
+    """a * b + c, contractible to one fused multiply-add."""
+    return builder.fadd(builder.fmul(a, b, flags=("contract",)), c, flags=("contract",))
 
 
-def _load_block(builder, address):
-    vec = ir.VectorType(ir.FloatType(), SCAN_BLOCK)
-    return builder.load(builder.inttoptr(address, vec.as_pointer()), align=4)
+def _broadcast_lane(builder, vector, lane):
+    """Every lane of ``vector`` set to its lane ``lane`` (one shuffle)."""
+    mask = ir.Constant(ir.VectorType(ir.IntType(32), SCAN_BLOCK), [lane] * SCAN_BLOCK)
+    return builder.shuffle_vector(vector, vector, mask)
+
+
+def _scan_blocks_codegen(builder, args, with_output):
+    """The loop of :func:`scan_blocks` / :func:`scan_blocks_output` over ``blocks`` vectors."""
+    f32, i32, i64 = ir.FloatType(), ir.IntType(32), ir.IntType(64)
+    vec = ir.VectorType(f32, SCAN_BLOCK)
+    addresses, skip, h, blocks = (args[:5], args[5], args[6], args[7]) if with_output else \
+        (args[:2], None, args[2], args[3])
+    bases = [builder.inttoptr(address, vec.as_pointer()) for address in addresses]
+    carry_in = _broadcast_lane(builder, builder.insert_element(ir.Constant(vec, ir.Undefined), h,
+                                                               ir.Constant(i32, 0)), 0)
+    skip_vector = None
+    if with_output:
+        skip_vector = _broadcast_lane(builder, builder.insert_element(ir.Constant(vec, ir.Undefined), skip,
+                                                                      ir.Constant(i32, 0)), 0)
+    entry = builder.block
+    loop = builder.append_basic_block("scan_blocks_loop")
+    done = builder.append_basic_block("scan_blocks_done")
+    builder.cbranch(builder.icmp_signed(">", blocks, ir.Constant(i64, 0)), loop, done)
+
+    builder.position_at_end(loop)
+    index = builder.phi(i64)
+    carry = builder.phi(vec)
+    pointers = [builder.gep(base, [index]) for base in bases]  # base + index * 64 bytes
+    local, decays = _scan_block_ir(builder, builder.load(pointers[0], align=4), builder.load(pointers[1], align=4))
+    states = _fma(builder, decays, carry, local)
+    if with_output:  # y = C h + skip u, stored at the fifth address; the states are not kept
+        c, u = builder.load(pointers[2], align=4), builder.load(pointers[3], align=4)
+        builder.store(_fma(builder, states, c, builder.fmul(skip_vector, u, flags=("contract",))), pointers[4],
+                      align=4)
+    else:
+        builder.store(states, pointers[1], align=4)
+    # The next carry from the last lanes of (x', a'), not from the states: the loop-carried dependency
+    # is then one FMA per vector instead of an FMA and a shuffle (the loop is otherwise latency-bound).
+    next_carry = _fma(builder, _broadcast_lane(builder, decays, SCAN_BLOCK - 1), carry,
+                      _broadcast_lane(builder, local, SCAN_BLOCK - 1))
+    next_index = builder.add(index, ir.Constant(i64, 1))
+    index.add_incoming(ir.Constant(i64, 0), entry)
+    index.add_incoming(next_index, loop)
+    carry.add_incoming(carry_in, entry)
+    carry.add_incoming(next_carry, loop)
+    builder.cbranch(builder.icmp_signed("<", next_index, blocks), loop, done)
+
+    builder.position_at_end(done)
+    last = builder.phi(vec)
+    last.add_incoming(carry_in, entry)
+    last.add_incoming(next_carry, loop)
+    return builder.extract_element(last, ir.Constant(i32, 0))
 
 
 @intrinsic
-def linear_scan16(typingctx, a_address, x_address, h):
-    """In place over 16 float32 at ``x_address``: x_j <- h_j = a_j h_{j-1} + x_j, with h_{-1} = h.
+def scan_blocks(typingctx, a_address, x_address, h, blocks):
+    """In place over ``16 * blocks`` float32 at ``x_address``: x_t <- h_t = a_t h_{t-1} + x_t, h_{-1} = h.
 
-    ``a_address``: 16 float32 decays. Returns h_15, the state to carry into the next block. Addresses
-    are integers (``array.ctypes.data + 4 * offset``); no alignment needed.
+    ``a_address``: as many float32 decays. Returns the last state (h if blocks is 0). Addresses are
+    integers (``array.ctypes.data + 4 * offset``); no alignment needed. The state between vectors
+    stays in a vector register.
     """
-    sig = types.float32(types.uintp, types.uintp, types.float32)
+    sig = types.float32(types.uintp, types.uintp, types.float32, types.int64)
 
     def codegen(context, builder, signature, args):
-        states = _scan_block_ir(builder, _load_block(builder, args[0]), _load_block(builder, args[1]), args[2])
-        vec = ir.VectorType(ir.FloatType(), SCAN_BLOCK)
-        builder.store(states, builder.inttoptr(args[1], vec.as_pointer()), align=4)
-        return builder.extract_element(states, ir.Constant(ir.IntType(32), SCAN_BLOCK - 1))
+        return _scan_blocks_codegen(builder, args, with_output=False)
 
     return sig, codegen
 
 
 @intrinsic
-def linear_scan16_output(typingctx, a_address, x_address, c_address, u_address, y_address, skip, h):
-    """16 steps of a state-size-1 scan straight to its output: y_j = C_j h_j + skip u_j.
+def scan_blocks_output(typingctx, a_address, x_address, c_address, u_address, y_address, skip, h, blocks):
+    """A state-size-1 scan straight to its output: y_t = C_t h_t + skip u_t for ``16 * blocks`` steps.
 
-    h_j = a_j h_{j-1} + x_j from h_{-1} = h, as :func:`linear_scan16`, but the states are not stored:
-    16 float32 each are read at the a, x, C and u addresses and written at ``y_address``.
-    Returns h_15.
+    h_t = a_t h_{t-1} + x_t from h_{-1} = h, as :func:`scan_blocks`, but the states are not stored:
+    float32 runs are read at the a, x, C and u addresses and written at ``y_address``.
+    Returns the last state.
     """
     sig = types.float32(types.uintp, types.uintp, types.uintp, types.uintp, types.uintp, types.float32,
-                        types.float32)
+                        types.float32, types.int64)
 
     def codegen(context, builder, signature, args):
-        a, x, c, u = (_load_block(builder, address) for address in args[:4])
-        states = _scan_block_ir(builder, a, x, args[6])
-        y = builder.fadd(builder.fmul(states, c, flags=("contract",)),
-                         builder.fmul(_splat(builder, args[5]), u, flags=("contract",)), flags=("contract",))
-        vec = ir.VectorType(ir.FloatType(), SCAN_BLOCK)
-        builder.store(y, builder.inttoptr(args[4], vec.as_pointer()), align=4)
-        return builder.extract_element(states, ir.Constant(ir.IntType(32), SCAN_BLOCK - 1))
+        return _scan_blocks_codegen(builder, args, with_output=True)
 
     return sig, codegen
 
@@ -218,6 +257,7 @@ _EXP_P = tuple(np.float32(c) for c in (
     1.381461275741458e-03, 8.368710055947304e-03, 4.166838899254799e-02, 1.666652113199234e-01,
     4.999999403953552e-01, 1.0, 1.0))
 _LOG2E = np.float32(1.44269504088896341)
+_ROUNDING_SHIFT = np.float32(12582912.0)  # 1.5 * 2**23: adding and subtracting it rounds to an integer
 _LN2_HIGH = np.float32(0.693359375)  # ln 2 in two parts (Cody-Waite): n * _LN2_HIGH is exact
 _LN2_LOW = np.float32(-2.12194440e-4)
 
@@ -245,7 +285,7 @@ def exp32_ldexp(x):
     """
     xc = np.float32(-110.0) if x < np.float32(-110.0) else x
     xc = np.float32(89.0) if xc > np.float32(89.0) else xc
-    n = round_to_nearest32(xc * _LOG2E)
+    n = (xc * _LOG2E + _ROUNDING_SHIFT) - _ROUNDING_SHIFT  # round to nearest (|xc| log2(e) < 2**22)
     n_int = np.int32(n) if n == n else np.int32(0)  # NaN: any exponent (the result stays NaN)
     return ldexp32(_exp_reduced(xc, n), n_int)
 

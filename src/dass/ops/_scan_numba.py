@@ -6,9 +6,9 @@ B, C (batch, K, N, L); D, delta_bias (channels,); states (batch, channels, N).
 Forward: rows (batch, channel) are processed in blocks of ``ROW_BLOCK`` rows (blocks in parallel),
 each row in chunks of ``TIME_CHUNK`` steps. Per chunk, (1) the step factors exp(delta*A) and
 delta*B*u are computed with SIMD-vectorised exp/softplus, (2) the recurrence h = a*h + x runs
-``SCAN_BLOCK`` = 16 steps at a time inside vector registers (:func:`linear_scan16`, a log-step scan),
+``SCAN_BLOCK`` = 16 steps at a time inside vector registers (:func:`scan_blocks`, a log-step scan),
 and (3) y = C.h + D*u; for N = 1, steps (2) and (3) are one pass that never stores the states
-(:func:`linear_scan16_output`). Only the output and three small per-block buffers are allocated.
+(:func:`scan_blocks_output`). Only the output and three small per-block buffers are allocated.
 
 Backward: recomputes the states chunk by chunk from checkpoints saved every ``BACKWARD_CHUNK``
 steps (no division by exp(delta*A), so it is safe for any L).
@@ -24,8 +24,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from ._numba_math import (SCAN_BLOCK, exp32, linear_scan16, linear_scan16_output, prefer_512_bit_vectors,
-                          softplus32)
+from ._numba_math import SCAN_BLOCK, exp32, prefer_512_bit_vectors, scan_blocks, scan_blocks_output, softplus32
 
 ROW_BLOCK = 8  # rows per parallel work item
 TIME_CHUNK = 512  # time steps per buffered chunk (buffers of N * TIME_CHUNK floats)
@@ -38,10 +37,7 @@ _U = nb.uint64  # addresses for the intrinsics
 def _scan_run(decay, hidden, h, count):
     """hidden[:count] <- h_t = decay_t h_{t-1} + hidden_t, starting from h; returns the last state."""
     blocks_end = count - count % SCAN_BLOCK
-    a_address = decay.ctypes.data
-    x_address = hidden.ctypes.data
-    for t in range(0, blocks_end, SCAN_BLOCK):
-        h = linear_scan16(_U(a_address + 4 * t), _U(x_address + 4 * t), h)
+    h = scan_blocks(_U(decay.ctypes.data), _U(hidden.ctypes.data), h, blocks_end // SCAN_BLOCK)
     for t in range(blocks_end, count):
         h = decay[t] * h + hidden[t]
         hidden[t] = h
@@ -53,12 +49,8 @@ def _scan_run_output(decay, hidden, C_row, u_row, skip, y_row, h, count):
     """State size 1: y_row[t] = C_row[t] h_t + skip u_row[t] for t < count, h_t as in :func:`_scan_run`
     (hidden is left as it was). Returns the last state."""
     blocks_end = count - count % SCAN_BLOCK
-    a_address, x_address = decay.ctypes.data, hidden.ctypes.data
-    c_address, u_address, y_address = C_row.ctypes.data, u_row.ctypes.data, y_row.ctypes.data
-    for t in range(0, blocks_end, SCAN_BLOCK):
-        offset = 4 * t
-        h = linear_scan16_output(_U(a_address + offset), _U(x_address + offset), _U(c_address + offset),
-                                 _U(u_address + offset), _U(y_address + offset), skip, h)
+    h = scan_blocks_output(_U(decay.ctypes.data), _U(hidden.ctypes.data), _U(C_row.ctypes.data),
+                           _U(u_row.ctypes.data), _U(y_row.ctypes.data), skip, h, blocks_end // SCAN_BLOCK)
     for t in range(blocks_end, count):
         h = decay[t] * h + hidden[t]
         y_row[t] = C_row[t] * h + skip * u_row[t]

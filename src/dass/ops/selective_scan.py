@@ -15,7 +15,6 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint
@@ -55,16 +54,6 @@ def _as_f32(t: torch.Tensor) -> torch.Tensor:
     return t.detach().to(torch.float32).contiguous()
 
 
-def _empty_f32(*shape: int) -> torch.Tensor:
-    """An uninitialised float32 CPU tensor whose memory numpy allocates.
-
-    numpy asks the kernel for transparent huge pages for arrays of 4 MB and more, so a fresh output
-    costs a handful of page faults instead of one per 4 kB page (in benchmarks/scan.py's interleaved
-    runs, torch.empty's 12.6 MB output at L = 8192 added 1-2 ms of page faults to a 2 ms scan).
-    """
-    return torch.from_numpy(np.empty(shape, np.float32))
-
-
 def _numba_forward(
     u, delta, A, B, C, D, delta_bias, delta_softplus: bool, initial_state
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,8 +64,8 @@ def _numba_forward(
     D32 = _as_f32(D) if D is not None else u32.new_zeros(channels)
     bias32 = _as_f32(delta_bias) if delta_bias is not None else u32.new_zeros(channels)
     h0 = _as_f32(initial_state) if initial_state is not None else u32.new_zeros(batch, channels, state)
-    y = _empty_f32(batch, channels, length)
-    h_last = _empty_f32(batch, channels, state)
+    y = torch.empty(batch, channels, length, dtype=torch.float32)
+    h_last = torch.empty(batch, channels, state, dtype=torch.float32)
     with _NUMBA_LOCK:
         _use_torch_thread_count()
         _scan_numba.scan_forward(
@@ -108,8 +97,8 @@ class _NumbaSelectiveScan(torch.autograd.Function):
         gy = _as_f32(grad_y) if grad_y is not None else u32.new_zeros(batch, channels, length)
         gh = _as_f32(grad_h_last) if grad_h_last is not None else h0.new_zeros(batch, channels, state)
 
-        grad_u = _empty_f32(batch, channels, length)
-        grad_delta = _empty_f32(batch, channels, length)
+        grad_u = torch.empty_like(u32)
+        grad_delta = torch.empty_like(u32)
         # grad_B/grad_C are summed over the channels of a group: one partial sum per split of
         # them, so that (batch, K, splits) work items run in parallel without write races.
         splits = min(channels // groups, BACKWARD_SPLITS)
