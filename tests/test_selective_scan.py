@@ -261,7 +261,8 @@ def test_vectorised_exp_and_softplus_match_float64() -> None:
 
 @pytest.mark.parametrize("count", [1, 15, 16, 17, 100, 515])
 def test_vector_register_scan_blocks_match_a_float64_loop(count: int) -> None:
-    """_scan_run / _scan_run_output (16-step log-step scans in registers, plus a scalar tail)."""
+    """_scan_run / _scan_run_output / _scan_run_reverse (16-step log-step scans in registers, plus a
+    scalar tail) against the recurrences written out in float64."""
     rng = np.random.default_rng(count)
     decay = rng.uniform(0.0, 1.0, count).astype(np.float32)
     decay[::7] = 1.0
@@ -284,6 +285,15 @@ def test_vector_register_scan_blocks_match_a_float64_loop(count: int) -> None:
     h_last = _scan_numba._scan_run_output(decay, hidden, C_row, u_row, skip, y_row, h0, count)
     assert np.array_equal(hidden, inputs)  # the states are not stored
     assert np.max(np.abs(y_row - ref_y)) / np.abs(ref_y).max() < 1e-6 and abs(h_last - states[-1]) / scale < 1e-6
+    backward = np.empty(count)  # g_t = decay_t g_{t+1} + inputs_t, from g_count = h0
+    g = float(h0)
+    for t in range(count - 1, -1, -1):
+        g = float(decay[t]) * g + float(inputs[t])
+        backward[t] = g
+    values = inputs.copy()
+    g_first = _scan_numba._scan_run_reverse(decay, values, h0, count)
+    scale = np.abs(backward).max()
+    assert np.max(np.abs(values - backward)) / scale < 1e-6 and abs(g_first - backward[0]) / scale < 1e-6
     if count >= 16:  # a NaN input poisons its own and every later state, not the earlier ones
         hidden = inputs.copy()
         hidden[5] = np.nan

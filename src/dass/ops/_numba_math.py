@@ -16,7 +16,7 @@ from llvmlite import ir
 from numba.core import types
 from numba.extending import intrinsic
 
-__all__ = ["SCAN_BLOCK", "exp32", "int32_bits_as_float32", "scan_blocks", "scan_blocks_output",
+__all__ = ["SCAN_BLOCK", "exp32", "int32_bits_as_float32", "scan_blocks", "scan_blocks_output", "scan_blocks_reverse",
            "prefer_512_bit_vectors", "prefetch", "softplus32", "softplus_exp_arrays"]
 
 _FAST = {"contract"}  # fused multiply-add only; NaN/inf semantics kept
@@ -136,6 +136,11 @@ def _scan_block_ir(builder, a, x):
     return x, a
 
 
+def _reverse_lanes(builder, vector):
+    mask = ir.Constant(ir.VectorType(ir.IntType(32), SCAN_BLOCK), list(range(SCAN_BLOCK - 1, -1, -1)))
+    return builder.shuffle_vector(vector, vector, mask)
+
+
 def _fma(builder, a, b, c):
     """a * b + c, contractible to one fused multiply-add."""
     return builder.fadd(builder.fmul(a, b, flags=("contract",)), c, flags=("contract",))
@@ -147,8 +152,8 @@ def _broadcast_lane(builder, vector, lane):
     return builder.shuffle_vector(vector, vector, mask)
 
 
-def _scan_blocks_codegen(builder, args, with_output):
-    """The loop of :func:`scan_blocks` / :func:`scan_blocks_output` over ``blocks`` vectors."""
+def _scan_blocks_codegen(builder, args, with_output, reverse=False):
+    """The loop of :func:`scan_blocks` / :func:`scan_blocks_output` / :func:`scan_blocks_reverse`."""
     f32, i32, i64 = ir.FloatType(), ir.IntType(32), ir.IntType(64)
     vec = ir.VectorType(f32, SCAN_BLOCK)
     addresses, skip, h, blocks = (args[:5], args[5], args[6], args[7]) if with_output else \
@@ -168,15 +173,20 @@ def _scan_blocks_codegen(builder, args, with_output):
     builder.position_at_end(loop)
     index = builder.phi(i64)
     carry = builder.phi(vec)
-    pointers = [builder.gep(base, [index]) for base in bases]  # base + index * 64 bytes
-    local, decays = _scan_block_ir(builder, builder.load(pointers[0], align=4), builder.load(pointers[1], align=4))
+    # vector index * 64 bytes from the base; from the last vector down if reverse
+    vector_index = builder.sub(builder.sub(blocks, ir.Constant(i64, 1)), index) if reverse else index
+    pointers = [builder.gep(base, [vector_index]) for base in bases]
+    a, x = builder.load(pointers[0], align=4), builder.load(pointers[1], align=4)
+    if reverse:  # lane j <-> lane 15 - j: the scan then runs from the latest time step down
+        a, x = _reverse_lanes(builder, a), _reverse_lanes(builder, x)
+    local, decays = _scan_block_ir(builder, a, x)
     states = _fma(builder, decays, carry, local)
     if with_output:  # y = C h + skip u, stored at the fifth address; the states are not kept
         c, u = builder.load(pointers[2], align=4), builder.load(pointers[3], align=4)
         builder.store(_fma(builder, states, c, builder.fmul(skip_vector, u, flags=("contract",))), pointers[4],
                       align=4)
     else:
-        builder.store(states, pointers[1], align=4)
+        builder.store(_reverse_lanes(builder, states) if reverse else states, pointers[1], align=4)
     # The next carry from the last lanes of (x', a'), not from the states: the loop-carried dependency
     # is then one FMA per vector instead of an FMA and a shuffle (the loop is otherwise latency-bound).
     next_carry = _fma(builder, _broadcast_lane(builder, decays, SCAN_BLOCK - 1), carry,
@@ -207,6 +217,18 @@ def scan_blocks(typingctx, a_address, x_address, h, blocks):
 
     def codegen(context, builder, signature, args):
         return _scan_blocks_codegen(builder, args, with_output=False)
+
+    return sig, codegen
+
+
+@intrinsic
+def scan_blocks_reverse(typingctx, a_address, x_address, h, blocks):
+    """:func:`scan_blocks` backwards in time: x_t <- h_t = a_t h_{t+1} + x_t for t from ``16 * blocks - 1``
+    down to 0, with h_{16 blocks} = h. Returns h_0 (h if blocks is 0)."""
+    sig = types.float32(types.uintp, types.uintp, types.float32, types.int64)
+
+    def codegen(context, builder, signature, args):
+        return _scan_blocks_codegen(builder, args, with_output=False, reverse=True)
 
     return sig, codegen
 

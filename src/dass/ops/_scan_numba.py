@@ -24,7 +24,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from ._numba_math import SCAN_BLOCK, exp32, prefer_512_bit_vectors, scan_blocks, scan_blocks_output, softplus32
+from ._numba_math import (SCAN_BLOCK, exp32, prefer_512_bit_vectors, scan_blocks, scan_blocks_output,
+                          scan_blocks_reverse, softplus32)
 
 ROW_BLOCK = 8  # rows per parallel work item
 TIME_CHUNK = 512  # time steps per buffered chunk (buffers of N * TIME_CHUNK floats)
@@ -42,6 +43,16 @@ def _scan_run(decay, hidden, h, count):
         h = decay[t] * h + hidden[t]
         hidden[t] = h
     return h
+
+
+@nb.njit(inline="always", cache=True, fastmath=_FAST)
+def _scan_run_reverse(decay, values, h, count):
+    """values[t] <- g_t = decay_t g_{t+1} + values_t for t = count - 1 down to 0, g_count = h; returns g_0."""
+    blocks_end = count - count % SCAN_BLOCK
+    for t in range(count - 1, blocks_end - 1, -1):  # the tail first: it holds the latest steps
+        h = decay[t] * h + values[t]
+        values[t] = h
+    return scan_blocks_reverse(_U(decay.ctypes.data), _U(values.ctypes.data), h, blocks_end // SCAN_BLOCK)
 
 
 @nb.njit(inline="always", cache=True, fastmath=_FAST)
@@ -177,7 +188,7 @@ def scan_backward(
         checkpoints = np.empty((max(n_chunks, 1), state), np.float32)
         step = np.empty(chunk, np.float32)
         slope = np.empty(chunk, np.float32)  # d delta / d (delta + bias): sigmoid, or 1
-        decay = np.empty((state, chunk), np.float32)
+        decay = np.empty((state, chunk + 1), np.float32)  # one spare step for the backward recurrence
         states = np.empty((state, chunk + 1), np.float32)  # [n, 0]: before the chunk; [n, t+1]: h_t
         grad_states = np.empty((state, chunk), np.float32)
         scratch = np.empty(chunk, np.float32)
@@ -223,14 +234,13 @@ def scan_backward(
                 else:
                     for t in range(nt):
                         slope[t] = np.float32(1.0)
-                for n in range(state):  # the backward recurrence (sequential)
-                    g = carry[n]
+                for n in range(state):  # the backward recurrence g_t = grad_y_t C_t + decay_{t+1} g_{t+1}
                     C_n = C[b, k, n, start:stop]
-                    for t in range(nt - 1, -1, -1):
-                        g = gy_row[t] * C_n[t] + g
-                        grad_states[n, t] = g
-                        g = decay[n, t] * g
-                    carry[n] = g
+                    g_n = grad_states[n]
+                    for t in range(nt):
+                        g_n[t] = gy_row[t] * C_n[t]
+                    decay[n, nt] = np.float32(1.0)  # carry[n] already holds decay_{stop} g_{stop}
+                    carry[n] = decay[n, 0] * _scan_run_reverse(decay[n, 1:], g_n, carry[n], nt)
                 gu_row = grad_u[b, c, start:stop]
                 gd_row = grad_delta[b, c, start:stop]
                 for t in range(nt):
