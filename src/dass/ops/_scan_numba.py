@@ -132,10 +132,11 @@ def _sum64(values, count):
 
 
 @nb.njit(inline="always", cache=True, fastmath=_FAST)
-def _chunk_states(delta_row, u_row, B_group, A_row, bias, delta_softplus, nt, step, decay, states):
+def _chunk_states(delta_row, u_row, B_group, start, A_row, bias, delta_softplus, nt, step, decay, states):
     """One chunk of one row, forward: step sizes, decays and states.
 
-    delta_row, u_row (nt,); B_group (N, nt); A_row (N,). Writes step[:nt] = delta_t,
+    delta_row, u_row (nt,); B_group (N, L), the chunk at [:, start:start + nt] (passed whole: a 2-D
+    slice would have unknown strides and its loop would not vectorise); A_row (N,). Writes step[:nt] = delta_t,
     decay[n, :nt] = exp(delta_t * A_n) and states[n, 1:nt+1] = h_t; states[n, 0] must hold the
     state before the chunk.
     """
@@ -149,9 +150,10 @@ def _chunk_states(delta_row, u_row, B_group, A_row, bias, delta_softplus, nt, st
         a = A_row[n]
         decay_n = decay[n]
         states_n = states[n]
+        B_row = B_group[n, start:start + nt]
         for t in range(nt):
             decay_n[t] = exp32(step[t] * a)
-            states_n[t + 1] = step[t] * u_row[t] * B_group[n, t]  # input term, overwritten below
+            states_n[t + 1] = step[t] * u_row[t] * B_row[t]  # input term, overwritten below
         _scan_run(decay_n, states_n[1:], states_n[0], nt)
 
 
@@ -207,7 +209,7 @@ def scan_backward(
                 for n in range(state):
                     checkpoints[j, n] = states[n, 0]
                 _chunk_states(delta[b, c, start:start + nt], u[b, c, start:start + nt],
-                              B[b, k, :, start:start + nt], A_row, bias, delta_softplus, nt,
+                              B[b, k], start, A_row, bias, delta_softplus, nt,
                               step, decay, states)
                 for n in range(state):
                     states[n, 0] = states[n, nt]
@@ -226,7 +228,7 @@ def scan_backward(
                 u_row = u[b, c, start:stop]
                 delta_row = delta[b, c, start:stop]
                 gy_row = grad_y[b, c, start:stop]
-                _chunk_states(delta_row, u_row, B[b, k, :, start:stop], A_row, bias,
+                _chunk_states(delta_row, u_row, B[b, k], start, A_row, bias,
                               delta_softplus, nt, step, decay, states)
                 if delta_softplus:
                     for t in range(nt):
