@@ -7,6 +7,7 @@ For each L it reports medians (numba warmed up first) of
   fwd+bwd    : forward + backward of the fast scan (up to --backward-max-length)
   reference  : dass.ops.selective_scan_ref, float64 loop over time (up to --ref-max-length; 3 runs
                at L <= 8192, else 1)
+(each length measured --passes times, minutes apart, with a summary of the ratios by pass)
 and the ratios fast/clone (goal <= 3) and reference/fast (goal >= 100 at L = 8192), by median
 wall-clock time, by best wall-clock time (best ref/fast: the runs least disturbed by other load on
 a shared machine) and by median process CPU time (cpu ref/fast). The runs of
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import statistics
 import sys
 
 import torch
@@ -57,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=15, help="runs of the fast scan and the clone")
     parser.add_argument("--block", type=int, default=5,
                         help="consecutive runs of one function within a round (1: strict alternation)")
+    parser.add_argument("--passes", type=int, default=3,
+                        help="measure every length this many times, minutes apart (the machine drifts)")
     parser.add_argument("--ref-max-length", type=int, default=65536)
     parser.add_argument("--backward-max-length", type=int, default=65536)
     parser.add_argument("--output", default="results/scan.txt", help="'-' for stdout only")
@@ -84,45 +88,58 @@ def main(argv: list[str] | None = None) -> int:
     warm_y = selective_scan(**warm)
     warm_y.backward(torch.ones_like(warm_y))
 
-    for length in args.lengths:
-        inputs = make_inputs(length, args.groups, args.channels, args.state)
+    ratios: dict[int, list[tuple[float, float]]] = {length: [] for length in args.lengths}
+    for pass_index in range(args.passes):
+        if args.passes > 1:
+            lines.append(f"# pass {pass_index + 1} of {args.passes}")
+            print(lines[-1], flush=True)
+        for length in args.lengths:
+            inputs = make_inputs(length, args.groups, args.channels, args.state)
 
-        def fast() -> None:
-            with torch.inference_mode():
-                selective_scan(**inputs)
+            def fast() -> None:
+                with torch.inference_mode():
+                    selective_scan(**inputs)
 
-        def reference() -> None:
-            with torch.inference_mode():
-                selective_scan_ref(**inputs)
+            def reference() -> None:
+                with torch.inference_mode():
+                    selective_scan_ref(**inputs)
 
-        fns = {"fast": fast, "clone": lambda: [inputs[name].clone() for name in ("u", "delta", "B", "C")]}
-        repeats = {"fast": args.repeats, "clone": args.repeats}
-        if length <= args.ref_max_length:
-            fns["reference"] = reference
-            repeats["reference"] = 3 if length <= 8192 else 1
-        times = interleaved_times(fns, repeats, block=args.block)
-        backward = float("nan")
-        if length <= args.backward_max_length:
-            leaves = {k: v.clone().requires_grad_(True) for k, v in inputs.items()}
-            grad_y = torch.randn_like(inputs["u"])
+            fns = {"fast": fast, "clone": lambda: [inputs[name].clone() for name in ("u", "delta", "B", "C")]}
+            repeats = {"fast": args.repeats, "clone": args.repeats}
+            if length <= args.ref_max_length:
+                fns["reference"] = reference
+                repeats["reference"] = 3 if length <= 8192 else 1
+            times = interleaved_times(fns, repeats, block=args.block)
+            backward = float("nan")
+            if length <= args.backward_max_length:
+                leaves = {k: v.clone().requires_grad_(True) for k, v in inputs.items()}
+                grad_y = torch.randn_like(inputs["u"])
 
-            def forward_backward() -> None:
-                selective_scan(**leaves).backward(grad_y)
+                def forward_backward() -> None:
+                    selective_scan(**leaves).backward(grad_y)
 
-            backward = interleaved_times({"fwd+bwd": forward_backward},
-                                         {"fwd+bwd": max(1, args.repeats // 3)})["fwd+bwd"]["wall"]
-            del leaves, grad_y
-        fast_wall, fast_cpu = times["fast"]["wall"], times["fast"]["cpu"]
-        reference = times.get("reference", {"wall": float("nan"), "cpu": float("nan"), "best": float("nan")})
-        line = (
-            f"{length:>9} {fast_wall * 1e3:>12.2f} {times['clone']['wall'] * 1e3:>10.2f} "
-            f"{fast_wall / times['clone']['wall']:>10.2f} {backward * 1e3:>11.2f} "
-            f"{reference['wall'] * 1e3:>10.1f} {reference['wall'] / fast_wall:>9.1f} "
-            f"{reference['best'] / times['fast']['best']:>14.1f} {reference['cpu'] / fast_cpu:>13.1f}"
-        )
-        print(line, flush=True)
-        lines.append(line)
-        del inputs
+                backward = interleaved_times({"fwd+bwd": forward_backward},
+                                             {"fwd+bwd": max(1, args.repeats // 3)})["fwd+bwd"]["wall"]
+                del leaves, grad_y
+            fast_wall, fast_cpu = times["fast"]["wall"], times["fast"]["cpu"]
+            reference = times.get("reference", {"wall": float("nan"), "cpu": float("nan"), "best": float("nan")})
+            line = (
+                f"{length:>9} {fast_wall * 1e3:>12.2f} {times['clone']['wall'] * 1e3:>10.2f} "
+                f"{fast_wall / times['clone']['wall']:>10.2f} {backward * 1e3:>11.2f} "
+                f"{reference['wall'] * 1e3:>10.1f} {reference['wall'] / fast_wall:>9.1f} "
+                f"{reference['best'] / times['fast']['best']:>14.1f} {reference['cpu'] / fast_cpu:>13.1f}"
+            )
+            print(line, flush=True)
+            lines.append(line)
+            if "reference" in times:
+                ratios[length].append((reference["wall"] / fast_wall, reference["best"] / times["fast"]["best"]))
+            del inputs
+    for length, values in ratios.items():
+        if values and args.passes > 1:
+            lines.append(f"# L = {length}: ref/fast by pass {', '.join(f'{r:.1f}' for r, _ in values)} "
+                         f"(median {statistics.median(r for r, _ in values):.1f}); best ref/fast by pass "
+                         f"{', '.join(f'{b:.1f}' for _, b in values)}")
+            print(lines[-1])
     lines.append("# goals: fast/clone <= 3 at every L; ref/fast >= 100 at L = 8192 (nan: not run)")
     print(lines[-1])
 
