@@ -30,7 +30,7 @@ import statistics
 import sys
 
 import torch
-from _common import interleaved_times, write_table
+from _common import interleaved_times, wall_and_cpu_times, write_table
 
 
 def make_inputs(length: int, groups: int, channels: int, state: int, seed: int = 0) -> dict:
@@ -118,8 +118,8 @@ def main(argv: list[str] | None = None) -> int:
                 def forward_backward() -> None:
                     selective_scan(**leaves).backward(grad_y)
 
-                backward = interleaved_times({"fwd+bwd": forward_backward},
-                                             {"fwd+bwd": max(1, args.repeats // 3)})["fwd+bwd"]["wall"]
+                walls, _ = wall_and_cpu_times(forward_backward, max(1, args.repeats // 3))
+                backward = statistics.median(walls)
                 del leaves, grad_y
             fast_wall, fast_cpu = times["fast"]["wall"], times["fast"]["cpu"]
             reference = times.get("reference", {"wall": float("nan"), "cpu": float("nan"), "best": float("nan")})

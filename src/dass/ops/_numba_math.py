@@ -2,7 +2,7 @@
 
 numba has no vector libm here (``math.exp`` in a loop stays scalar and would cost more than a whole
 scan), so :func:`exp32` and :func:`softplus32` are branch-free polynomials that LLVM vectorises.
-The helpers numba does not expose (a bit cast, rounding, ``ldexp``, a prefetch, a per-function vector
+The helpers numba does not expose (a bit cast, ``ldexp``, a prefetch, a per-function vector
 width) are one-instruction intrinsics, and :func:`scan_blocks` runs the scan recurrence sixteen
 steps at a time in vector registers. Used by :mod:`dass.ops._scan_numba` (training scan) and
 :mod:`dass.inference.kernels` (inference engine); tested against float64 numpy in tests/test_selective_scan.py.
@@ -78,18 +78,6 @@ def int32_bits_as_float32(typingctx, bits):
     return sig, codegen
 
 @intrinsic
-def round_to_nearest32(typingctx, x):
-    """Round a float32 to the nearest integer, ties to even (``llvm.rint``: one instruction; vectorises)."""
-    sig = types.float32(types.float32)
-
-    def codegen(context, builder, signature, args):
-        fn = builder.module.declare_intrinsic("llvm.rint", [ir.FloatType()])
-        return builder.call(fn, args)
-
-    return sig, codegen
-
-
-@intrinsic
 def ldexp32(typingctx, x, n):
     """x * 2**n for float32 x and int32 n, with float32 overflow to inf and gradual underflow to 0.
 
@@ -130,7 +118,7 @@ def _scan_block_ir(builder, a, x):
                            [j - shift if j >= shift else SCAN_BLOCK + j for j in range(SCAN_BLOCK)])
         x_before = builder.shuffle_vector(x, zeros, mask)
         a_before = builder.shuffle_vector(a, ones, mask)
-        x = builder.fadd(x, builder.fmul(a, x_before, flags=("contract",)), flags=("contract",))
+        x = _fma(builder, a, x_before, x)
         a = builder.fmul(a, a_before)
         shift *= 2
     return x, a
@@ -152,6 +140,13 @@ def _broadcast_lane(builder, vector, lane):
     return builder.shuffle_vector(vector, vector, mask)
 
 
+def _splat(builder, scalar):
+    """A vector with ``scalar`` in every lane."""
+    vec = ir.VectorType(ir.FloatType(), SCAN_BLOCK)
+    one = builder.insert_element(ir.Constant(vec, ir.Undefined), scalar, ir.Constant(ir.IntType(32), 0))
+    return _broadcast_lane(builder, one, 0)
+
+
 def _scan_blocks_codegen(builder, args, with_output, reverse=False):
     """The loop of :func:`scan_blocks` / :func:`scan_blocks_output` / :func:`scan_blocks_reverse`."""
     f32, i32, i64 = ir.FloatType(), ir.IntType(32), ir.IntType(64)
@@ -159,12 +154,8 @@ def _scan_blocks_codegen(builder, args, with_output, reverse=False):
     addresses, skip, h, blocks = (args[:5], args[5], args[6], args[7]) if with_output else \
         (args[:2], None, args[2], args[3])
     bases = [builder.inttoptr(address, vec.as_pointer()) for address in addresses]
-    carry_in = _broadcast_lane(builder, builder.insert_element(ir.Constant(vec, ir.Undefined), h,
-                                                               ir.Constant(i32, 0)), 0)
-    skip_vector = None
-    if with_output:
-        skip_vector = _broadcast_lane(builder, builder.insert_element(ir.Constant(vec, ir.Undefined), skip,
-                                                                      ir.Constant(i32, 0)), 0)
+    carry_in = _splat(builder, h)
+    skip_vector = _splat(builder, skip) if with_output else None
     entry = builder.block
     loop = builder.append_basic_block("scan_blocks_loop")
     done = builder.append_basic_block("scan_blocks_done")
@@ -319,7 +310,7 @@ def exp32_bits(x):
     Relative error < 2e-7; 0 below -87 (no denormals), inf above 88, NaN for NaN.
     """
     xc = min(max(x, np.float32(-87.0)), np.float32(88.0))
-    n = round_to_nearest32(xc * _LOG2E)
+    n = (xc * _LOG2E + _ROUNDING_SHIFT) - _ROUNDING_SHIFT  # round to nearest
     value = _exp_reduced(xc, n) * int32_bits_as_float32(np.int32((n + np.float32(127.0)) * np.float32(8388608.0)))
     value = np.float32(0.0) if x < np.float32(-87.0) else value
     value = np.float32(np.inf) if x > np.float32(88.0) else value
