@@ -12,7 +12,7 @@ import torch
 
 from dass.ops import selective_scan, selective_scan_ref
 from dass.ops import _scan_numba
-from dass.ops._numba_math import USE_LDEXP, softplus_exp_arrays
+from dass.ops._numba_math import USE_LDEXP, softplus_exp_arrays, softplus_exp_vector_arrays
 from dass.ops.selective_scan import selective_scan_torch
 
 GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "delta_bias")
@@ -261,12 +261,20 @@ def test_vectorised_exp_and_softplus_match_float64() -> None:
     softplus_exp_arrays(special, *outputs)
     for values in outputs:  # softplus, exp, exp_ldexp, exp_bits
         assert np.isnan(values[0]) and values[1] == np.inf and values[2] == 0
+    # The 16-lane IR versions inside the fused state-size-1 scan give exactly the same numbers.
+    z = np.concatenate([z, special, np.zeros(-(len(z) + 3) % 16, np.float32)])
+    softplus, exp = np.empty_like(z), np.empty_like(z)
+    softplus_exp_vector_arrays(z, softplus, exp)
+    expected = [np.empty_like(z) for _ in range(4)]
+    softplus_exp_arrays(z, *expected)
+    assert np.array_equal(softplus, expected[0], equal_nan=True) and np.array_equal(exp, expected[1], equal_nan=True)
 
 
-@pytest.mark.parametrize("count", [1, 15, 16, 17, 100, 515])
+@pytest.mark.parametrize("count", [1, 15, 16, 17, 100, 128, 309, 515])
 def test_vector_register_scan_blocks_match_a_float64_loop(count: int) -> None:
-    """_scan_run / _scan_run_output / _scan_run_reverse (16-step log-step scans in registers, plus a
-    scalar tail) against the recurrences written out in float64."""
+    """_scan_run / _scan_row_fused / _scan_run_reverse (16-step log-step scans in registers, plus a
+    scalar tail; 309 = two unrolled iterations of 8 vectors, 3 single vectors and 5 scalar steps)
+    against the recurrences written out in float64."""
     rng = np.random.default_rng(count)
     decay = rng.uniform(0.0, 1.0, count).astype(np.float32)
     decay[::7] = 1.0
@@ -279,16 +287,32 @@ def test_vector_register_scan_blocks_match_a_float64_loop(count: int) -> None:
     for t in range(count):  # the reference: the recurrence as written, in float64
         h = float(decay[t]) * h + float(inputs[t])
         states[t] = h
-    ref_y = C_row.astype(np.float64) * states + float(skip) * u_row
     hidden = inputs.copy()
     h_last = _scan_numba._scan_run(decay, hidden, h0, count)
     scale = np.abs(states).max()
     assert np.max(np.abs(hidden - states)) / scale < 1e-6 and abs(h_last - states[-1]) / scale < 1e-6
-    y_row = np.full(count, np.nan, np.float32)
-    hidden = inputs.copy()
-    h_last = _scan_numba._scan_run_output(decay, hidden, C_row, u_row, skip, y_row, h0, count)
-    assert np.array_equal(hidden, inputs)  # the states are not stored
-    assert np.max(np.abs(y_row - ref_y)) / np.abs(ref_y).max() < 1e-6 and abs(h_last - states[-1]) / scale < 1e-6
+    # The fused state-size-1 row: step sizes and decays computed inside, y written, states not stored.
+    delta_row = (rng.standard_normal(count) * 2 - 1).astype(np.float32)
+    B_row = rng.standard_normal(count).astype(np.float32)
+    bias, a = np.float32(0.3), np.float32(-0.8)
+    for softplus in (True, False):
+        if not softplus:  # positive steps, so that the states stay bounded
+            delta_row = rng.uniform(0.0, 1.5, count).astype(np.float32)
+        step = delta_row.astype(np.float64) + float(bias)
+        step = np.logaddexp(0.0, step) if softplus else step
+        h, ref_fused = float(h0), np.empty(count)
+        for t in range(count):
+            h = np.exp(step[t] * float(a)) * h + step[t] * float(u_row[t]) * float(B_row[t])
+            ref_fused[t] = float(C_row[t]) * h + float(skip) * float(u_row[t])
+        y_row = np.full(count, np.nan, np.float32)
+        h_last = _scan_numba._scan_row_fused(delta_row, u_row, B_row, C_row, y_row, bias, a, skip, h0, softplus)
+        scale = np.abs(ref_fused).max()
+        assert np.max(np.abs(y_row - ref_fused)) / scale < 2e-6 and abs(h_last - h) / abs(h) < 2e-6
+        if count >= 16:  # a NaN step poisons its own and every later output, not the earlier ones
+            poisoned = delta_row.copy()
+            poisoned[5] = np.nan
+            _scan_numba._scan_row_fused(poisoned, u_row, B_row, C_row, y_row, bias, a, skip, h0, softplus)
+            assert np.isfinite(y_row[:5]).all() and np.isnan(y_row[5:]).all()
     backward = np.empty(count)  # g_t = decay_t g_{t+1} + inputs_t, from g_count = h0
     g = float(h0)
     for t in range(count - 1, -1, -1):

@@ -31,8 +31,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from ._numba_math import (SCAN_BLOCK, exp32, prefer_512_bit_vectors, scan_blocks, scan_blocks_output,
-                          scan_blocks_reverse, softplus32)
+from ._numba_math import (SCAN_BLOCK, exp32, prefer_512_bit_vectors, scan_blocks, scan_blocks_fused,
+                          scan_blocks_fused_linear, scan_blocks_reverse, softplus32)
 
 ROW_BLOCK = 8  # rows per parallel work item
 TIME_CHUNK = 512  # time steps per buffered chunk (buffers of N * TIME_CHUNK floats)
@@ -63,14 +63,24 @@ def _scan_run_reverse(decay, values, h, count):
 
 
 @nb.njit(inline="always", cache=True, fastmath=_FAST)
-def _scan_run_output(decay, hidden, C_row, u_row, skip, y_row, h, count):
-    """State size 1: y_row[t] = C_row[t] h_t + skip u_row[t] for t < count, h_t as in :func:`_scan_run`
-    (hidden is left as it was). Returns the last state."""
-    blocks_end = count - count % SCAN_BLOCK
-    h = scan_blocks_output(_U(decay.ctypes.data), _U(hidden.ctypes.data), _U(C_row.ctypes.data),
-                           _U(u_row.ctypes.data), _U(y_row.ctypes.data), skip, h, blocks_end // SCAN_BLOCK)
-    for t in range(blocks_end, count):
-        h = decay[t] * h + hidden[t]
+def _scan_row_fused(delta_row, u_row, B_row, C_row, y_row, bias, a, skip, h, delta_softplus):
+    """State size 1, one whole row (1-D arrays of one length L): y_row[t] = C_row[t] h_t + skip u_row[t],
+    h_t = exp(step_t a) h_{t-1} + step_t u_row[t] B_row[t], step_t = softplus(delta_row[t] + bias) (or
+    without softplus), from h_{-1} = h. Returns h_{L-1}. 16-step vectors in :func:`scan_blocks_fused`,
+    the last L % 16 steps here."""
+    length = delta_row.shape[0]
+    blocks = length // SCAN_BLOCK
+    addresses = (_U(delta_row.ctypes.data), _U(u_row.ctypes.data), _U(B_row.ctypes.data),
+                 _U(C_row.ctypes.data), _U(y_row.ctypes.data))
+    if delta_softplus:
+        h = scan_blocks_fused(*addresses, bias, a, skip, h, blocks)
+    else:
+        h = scan_blocks_fused_linear(*addresses, bias, a, skip, h, blocks)
+    for t in range(blocks * SCAN_BLOCK, length):
+        step = delta_row[t] + bias
+        if delta_softplus:
+            step = softplus32(step)
+        h = exp32(step * a) * h + step * u_row[t] * B_row[t]
         y_row[t] = C_row[t] * h + skip * u_row[t]
     return h
 
@@ -92,6 +102,10 @@ def scan_forward(u, delta, A, B, C, D, delta_bias, delta_softplus, h0, y, h_last
             b, c = row // channels, row % channels
             k = c // per_group
             bias, skip = delta_bias[c], D[c]
+            if state == 1:  # DASS: one fused pass per row, nothing buffered
+                h_last[b, c, 0] = _scan_row_fused(delta[b, c], u[b, c], B[b, k, 0], C[b, k, 0], y[b, c], bias,
+                                                  A[c, 0], skip, h0[b, c, 0], delta_softplus)
+                continue
             for n in range(state):
                 h_last[b, c, n] = h0[b, c, n]  # the running state of (row, n)
             for t0 in range(0, length, TIME_CHUNK):
@@ -115,10 +129,6 @@ def scan_forward(u, delta, A, B, C, D, delta_bias, delta_softplus, h0, y, h_last
                         decay_n[t] = exp32(step[t] * a)
                         hidden_n[t] = step[t] * u_row[t] * B_row[t]
                 # (2) h_t = a_t h_{t-1} + x_t and (3) y_t = C_t . h_t + D u_t.
-                if state == 1:
-                    h_last[b, c, 0] = _scan_run_output(decay[0], hidden[0], C[b, k, 0, t0:t0 + nt], u_row,
-                                                       skip, y_row, h_last[b, c, 0], nt)
-                    continue
                 for t in range(nt):
                     y_row[t] = skip * u_row[t]
                 for n in range(state):
