@@ -3,27 +3,30 @@
 Layout (all C-contiguous float32): u, delta, y (batch, channels, L); A (channels, N);
 B, C (batch, K, N, L); D, delta_bias (channels,); states (batch, channels, N).
 
-Forward: rows (batch, channel) are processed in blocks of ``ROW_BLOCK`` rows (blocks in parallel),
-each row in chunks of ``TIME_CHUNK`` steps. Per chunk, (1) the step factors exp(delta*A) and
-delta*B*u are computed with SIMD-vectorised exp/softplus, (2) the recurrence h = a*h + x runs
-``SCAN_BLOCK`` = 16 steps at a time inside vector registers (:func:`scan_blocks`, a log-step scan),
-and (3) y = C.h + D*u; for N = 1, steps (2) and (3) are one pass that never stores the states
-(:func:`scan_blocks_output`). Only the output and three small per-block buffers are allocated.
+Forward: rows (batch, channel) are processed in blocks of ``ROW_BLOCK`` rows (blocks in parallel).
+For state size N = 1 (DASS) each row is one pass of :func:`scan_blocks_fused`, written in LLVM IR:
+per 16 time steps it loads delta, u, B and C, computes softplus, the decay exp(delta*A) and the
+input delta*B*u in vector registers, scans the 16 steps there (a log-step scan) and stores y; eight
+such vectors per loop iteration, so that their independent exp/softplus chains overlap. For N > 1
+each row runs in chunks of ``TIME_CHUNK`` steps: (1) the step factors with the SIMD exp/softplus
+of :mod:`._numba_math`, (2) the recurrence h = a*h + x 16 steps at a time in vector registers
+(:func:`scan_blocks`), (3) y = C.h + D*u.
 
 Backward: a first pass over each row keeps its step sizes and decays ((1 + N) L floats per parallel
 work item) and the states at every ``BACKWARD_CHUNK``-th step; the second pass walks the chunks
 backwards, recomputes each chunk's states from its checkpoint (no division by exp(delta*A), so it
 is safe for any L) and runs the reverse recurrence of dLoss/dh in vector registers too
-(:func:`scan_blocks_reverse`). L = 8192 as above: 10 ms, from 35 ms.
+(:func:`scan_blocks_reverse`).
 
 Measured on the 2-core AVX-512 machine of results/scan.txt (L = 8192, K*C = 384, N = 1, kernel
-alone, quiet minutes): 2.0 ms forward, against 2.8 ms for the previous version, which ran the
-recurrence as scalar multiply-adds over eight rows at once with a separate pass for y. Costs, from
-A/B variants: softplus 30 %, the vector scan with y 22 %, exp(delta*A) and the input term the rest;
-memory traffic is hidden (the same time per element with data in L2). Tried and dropped: one
-loop for softplus, exp and the input term (register spills: 20 % slower), software prefetch and
-non-temporal stores for y (within noise), a (time, row) layout that vectorises the recurrence
-across rows (three 16 x 16 transposes per chunk cost about what they save).
+alone): forward 1.3-1.5 ms in quiet minutes, from 1.8-2.0 ms when softplus/exp, the input term and
+the scan with y were three loops over buffered chunks (and 2.8 ms when the recurrence was scalar).
+The fused loop with one vector per iteration was 6 % slower than the three loops: each vector's
+~60 dependent operations filled the CPU's scheduler, so 2, 4, 8 and 16 vectors per iteration were
+measured (8 best, 1.4x). Backward 10-11 ms. Tried and dropped: software prefetch and non-temporal
+stores for y (within noise), a (time, row) layout that vectorises the recurrence across rows (three
+16 x 16 transposes per chunk cost about what they save), masked rotations instead of the
+zero/one-filling shuffles of the log-step scan (5 % slower).
 """
 
 from __future__ import annotations
