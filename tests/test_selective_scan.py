@@ -351,11 +351,18 @@ for state, length in ((1, 37), (2, 100)):
         y.backward(grad_y)
         outputs.append([y.detach()] + [leaf.grad for leaf in leaves])
     errors.append(max(float((fast - ref).abs().max() / ref.abs().max()) for fast, ref in zip(*outputs)))
-print(_numba_math.USE_LDEXP, *errors)
+import numpy as np
+z = np.concatenate([np.linspace(-120, 100, 4008), [np.nan, np.inf, -np.inf, 0.0, -0.0, 88.5, -87.5, 20.5]])
+z = z.astype(np.float32)
+expected, vector = [np.empty_like(z) for _ in range(4)], [np.empty_like(z) for _ in range(2)]
+_numba_math.softplus_exp_arrays(z, *expected)
+_numba_math.softplus_exp_vector_arrays(z, *vector)  # the IR twins used by the fused scan
+same = all(np.array_equal(v, e, equal_nan=True) for v, e in zip(vector, expected))
+print(_numba_math.USE_LDEXP, same, *errors)
 """
     env = {**os.environ, "NUMBA_CPU_NAME": "haswell", "NUMBA_CACHE_DIR": str(tmp_path)}
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
-    use_ldexp, error_n1, error_n2 = result.stdout.split()  # max over y and the 7 gradients
-    assert use_ldexp == "False"
+    use_ldexp, same, error_n1, error_n2 = result.stdout.split()  # max over y and the 7 gradients
+    assert use_ldexp == "False" and same == "True"
     assert float(error_n1) <= 1e-4 and float(error_n2) <= 1e-4

@@ -514,5 +514,7 @@ def _exp_softplus_vectors(typingctx, z_address, exp_address, softplus_address, b
 @nb.njit(cache=True, nogil=True)
 def softplus_exp_vector_arrays(z, out_softplus, out_exp):
     """:func:`_exp_softplus_vectors` on 1-D float32 arrays whose length is a multiple of 16 (tests)."""
+    if z.shape[0] % SCAN_BLOCK != 0 or out_softplus.shape[0] != z.shape[0] or out_exp.shape[0] != z.shape[0]:
+        raise ValueError("softplus_exp_vector_arrays: arrays of one length, a multiple of 16")
     _exp_softplus_vectors(nb.uint64(z.ctypes.data), nb.uint64(out_exp.ctypes.data),
                           nb.uint64(out_softplus.ctypes.data), z.shape[0] // SCAN_BLOCK)
