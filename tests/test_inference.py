@@ -97,8 +97,11 @@ def _scan_inputs(width, height, channels, rank, seed=0):
     return dt, dt_bias, a_coef, ds, u, xdbl
 
 
-@pytest.mark.parametrize("width, height, channels", [(9, 4, 37), (1, 3, 16), (13, 1, 5)])
-def test_scan_tile_matches_reference(width: int, height: int, channels: int) -> None:
+@pytest.mark.parametrize("width, height, channels, block", [(9, 4, 37, 16), (1, 3, 16, 16), (13, 1, 5, 16),
+                                                          (6, 3, 253, 256)])
+def test_scan_tile_matches_reference(width: int, height: int, channels: int, block: int) -> None:
+    """scan_tile against a float64 loop; 253 channels in one pass = vectors in runs of 8, 4, 2 and 1
+    (15 of them) and 13 channels of scalar tail, and 126 (the half range) = 7 vectors + 14."""
     rank = 3
     dt, dt_bias, a_coef, ds, u, xdbl = _scan_inputs(width, height, channels, rank)
     ref = _scan_reference(dt, dt_bias, a_coef, ds, u, xdbl, rank)
@@ -109,14 +112,16 @@ def test_scan_tile_matches_reference(width: int, height: int, channels: int) -> 
         y[:] = 7.0
         kernels.scan_tile(dt.numpy(), dt_bias.numpy(), a_coef.numpy(), u.numpy(), xdbl.numpy(), rank,
                           ds.sum(0).numpy(), True, zeros_rows, zeros_rows, zeros_col, zeros_col, y, *ends,
-                          c_lo, c_hi, 16)
+                          c_lo, c_hi, block)
         assert rel_err(torch.from_numpy(y[..., c_lo:c_hi]), ref[..., c_lo:c_hi]) < 2e-5
         assert np.all(y[..., c_hi:] == 7.0)
 
 
-def test_scan_split_into_tiles_matches_whole() -> None:
-    """Transfer pass + state chaining + per-tile scans == one scan over the whole map."""
-    width, height, channels, rank = 23, 3, 21, 2
+@pytest.mark.parametrize("channels, block", [(21, 16), (150, 256)])
+def test_scan_split_into_tiles_matches_whole(channels: int, block: int) -> None:
+    """Transfer pass + state chaining + per-tile scans == one scan over the whole map (150 channels:
+    9 vectors in runs of 8 and 1, and 6 scalar channels)."""
+    width, height, rank = 23, 3, 2
     dt, dt_bias, a_coef, ds, u, xdbl = _scan_inputs(width, height, channels, rank, seed=1)
     ref = _scan_reference(dt, dt_bias, a_coef, ds, u, xdbl, rank)
     tiles = [(0, 5), (5, 6), (6, 17), (17, 23)]
@@ -126,7 +131,7 @@ def test_scan_split_into_tiles_matches_whole() -> None:
     end_f, sum_f, end_b, sum_b = (np.empty((n, height, channels), np.float32) for _ in range(4))
     end_c, sum_c = (np.empty((n, channels), np.float32) for _ in range(2))
     for j, (a, b) in enumerate(tiles):
-        kernels.scan_transfer(*args(a, b), end_f[j], sum_f[j], end_b[j], sum_b[j], end_c[j], sum_c[j], 0, channels, 16)
+        kernels.scan_transfer(*args(a, b), end_f[j], sum_f[j], end_b[j], sum_b[j], end_c[j], sum_c[j], 0, channels, block)
     init_f, init_b, init_c = np.empty_like(end_f), np.empty_like(end_b), np.empty_like(end_c)
     kernels.chain_row_states(end_f, sum_f, a_coef[0].numpy(), False, init_f)
     kernels.chain_row_states(end_b, sum_b, a_coef[2].numpy(), True, init_b)
@@ -137,7 +142,7 @@ def test_scan_split_into_tiles_matches_whole() -> None:
     for j, (a, b) in enumerate(tiles):
         y = np.empty((b - a, height, channels), np.float32)
         kernels.scan_tile(*args(a, b), ds.sum(0).numpy(), False, init_f[j], init_b[j], carried, init_c[j], y, *ends,
-                          0, channels, 16)
+                          0, channels, block)
         carried = ends[2].copy()
         out[a:b] = y
     assert rel_err(torch.from_numpy(out), ref) < 2e-5

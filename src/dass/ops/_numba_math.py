@@ -16,9 +16,10 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-__all__ = ["SCAN_BLOCK", "exp32", "int32_bits_as_float32", "scan_blocks", "scan_blocks_fused",
-           "scan_blocks_fused_linear", "scan_blocks_reverse",
-           "prefer_512_bit_vectors", "prefetch", "softplus32", "softplus_exp_arrays", "softplus_exp_vector_arrays"]
+__all__ = ["SCAN_BLOCK", "channel_scan_step_add", "channel_scan_step_set", "channel_scan_step_total", "exp32",
+           "int32_bits_as_float32", "prefer_512_bit_vectors", "prefetch", "scan_blocks", "scan_blocks_fused",
+           "scan_blocks_fused_linear", "scan_blocks_reverse", "softplus32", "softplus_exp_arrays",
+           "softplus_exp_vector_arrays"]
 
 _FAST = {"contract"}  # fused multiply-add only; NaN/inf semantics kept
 
@@ -518,3 +519,117 @@ def softplus_exp_vector_arrays(z, out_softplus, out_exp):
         raise ValueError("softplus_exp_vector_arrays: arrays of one length, a multiple of 16")
     _exp_softplus_vectors(nb.uint64(z.ctypes.data), nb.uint64(out_exp.ctypes.data),
                           nb.uint64(out_softplus.ctypes.data), z.shape[0] // SCAN_BLOCK)
+
+
+# ------------------------------------------------------- one scan step for a run of channels
+
+CHANNEL_UNROLLS = (8, 4, 2, 1)  # vectors per iteration of the loops of the channel_scan_step intrinsics
+
+
+def _channel_step_codegen(builder, args, mode):
+    """The loops of :func:`channel_scan_step_set` / ``_add`` / ``_total``: a cascade of loops taking 8,
+    4, 2 and 1 vectors per iteration, so that the independent softplus/exp chains of up to eight
+    vectors are interleaved (one vector at a time, the CPU's scheduler fills with one chain)."""
+    vec = ir.VectorType(ir.FloatType(), SCAN_BLOCK)
+    i64 = ir.IntType(64)
+    if mode == "set":
+        *addresses, b_value, c_value, vectors = args
+    elif mode == "add":
+        *addresses, b_value, c_value, vectors = args
+        addresses.insert(4, None)  # no skip weights
+    else:
+        *addresses, b_value, vectors = args
+        addresses.insert(4, None)
+        c_value = None
+    bases = [None if address is None else builder.inttoptr(address, vec.as_pointer()) for address in addresses]
+    b_value = _splat(builder, b_value)
+    c_value = None if c_value is None else _splat(builder, c_value)
+    position = ir.Constant(i64, 0)
+    for unroll in CHANNEL_UNROLLS:
+        entry = builder.block
+        loop = builder.append_basic_block(f"channels_{unroll}")
+        done = builder.append_basic_block(f"channels_{unroll}_done")
+        limit = builder.sub(vectors, ir.Constant(i64, unroll - 1))  # loop while index + unroll <= vectors
+        builder.cbranch(builder.icmp_signed("<", position, limit), loop, done)
+        builder.position_at_end(loop)
+        index = builder.phi(i64)
+        indices = [builder.add(index, ir.Constant(i64, j)) for j in range(unroll)]
+
+        def load(role):
+            return [builder.load(builder.gep(bases[role], [i]), align=4) for i in indices]
+
+        def store(role, values):
+            for i, value in zip(indices, values):
+                builder.store(value, builder.gep(bases[role], [i]), align=4)
+
+        dt, bias, a, u, state = load(0), load(1), load(2), load(3), load(5)
+        steps = _softplus_ir(builder, [builder.fadd(x, y) for x, y in zip(dt, bias)])
+        decays = _exp_ir(builder, [builder.fmul(s, coefficient) for s, coefficient in zip(steps, a)])
+        states = [_fma(builder, d, h, builder.fmul(builder.fmul(s, x), b_value))
+                  for d, h, s, x in zip(decays, state, steps, u)]
+        store(5, states)
+        if mode == "set":
+            store(6, [_fma(builder, c_value, h, builder.fmul(skip, x)) for h, skip, x in zip(states, load(4), u)])
+        elif mode == "add":
+            store(6, [_fma(builder, c_value, h, y) for h, y in zip(states, load(6))])
+        else:
+            store(6, [builder.fadd(total, s) for total, s in zip(load(6), steps)])
+        next_index = builder.add(index, ir.Constant(i64, unroll))
+        index.add_incoming(position, entry)
+        index.add_incoming(next_index, loop)
+        builder.cbranch(builder.icmp_signed("<", next_index, limit), loop, done)
+        builder.position_at_end(done)
+        reached = builder.phi(i64)
+        reached.add_incoming(position, entry)
+        reached.add_incoming(next_index, loop)
+        position = reached
+
+
+@intrinsic
+def channel_scan_step_set(typingctx, dt_address, bias_address, a_address, u_address, skip_address, state_address,
+                          y_address, b_value, c_value, vectors):
+    """One step of the state-size-1 scan for ``16 * vectors`` channels at one position (float32 runs):
+
+        step = softplus(dt + bias),  state <- exp(step a) state + step u b_value,
+        y = skip u + c_value state.
+
+    Each address is that of the run's first channel; ``state`` is updated in place. Used by the
+    inference engine's four-direction scans (:mod:`dass.inference.kernels`), which call it for every
+    position in scan order.
+    """
+    u = types.uintp
+    sig = types.void(u, u, u, u, u, u, u, types.float32, types.float32, types.int64)
+
+    def codegen(context, builder, signature, args):
+        _channel_step_codegen(builder, args, "set")
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def channel_scan_step_add(typingctx, dt_address, bias_address, a_address, u_address, state_address, y_address,
+                          b_value, c_value, vectors):
+    """:func:`channel_scan_step_set` that adds ``c_value state`` to y instead (no skip term)."""
+    u = types.uintp
+    sig = types.void(u, u, u, u, u, u, types.float32, types.float32, types.int64)
+
+    def codegen(context, builder, signature, args):
+        _channel_step_codegen(builder, args, "add")
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def channel_scan_step_total(typingctx, dt_address, bias_address, a_address, u_address, state_address,
+                            total_address, b_value, vectors):
+    """:func:`channel_scan_step_set` without an output: adds each channel's step to ``total`` instead."""
+    u = types.uintp
+    sig = types.void(u, u, u, u, u, u, types.float32, types.int64)
+
+    def codegen(context, builder, signature, args):
+        _channel_step_codegen(builder, args, "total")
+        return context.get_dummy_value()
+
+    return sig, codegen
