@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -146,6 +150,18 @@ def test_scan_split_into_tiles_matches_whole(channels: int, block: int) -> None:
         carried = ends[2].copy()
         out[a:b] = y
     assert rel_err(torch.from_numpy(out), ref) < 2e-5
+
+
+def test_scan_kernels_without_avx512(tmp_path) -> None:
+    """The two scan-kernel tests above, in a process whose numba compiles for a CPU without AVX-512
+    (exp from exponent bits, the 16-lane vectors split over AVX2 registers)."""
+    tests = Path(__file__).resolve()
+    env = {**os.environ, "NUMBA_CPU_NAME": "haswell", "NUMBA_CACHE_DIR": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tests), "-k",
+                             "scan_tile_matches_reference or scan_split_into_tiles"],
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "6 passed" in result.stdout, result.stdout[-1000:]
 
 
 # ---------------------------------------------------------------------------------- fast forward

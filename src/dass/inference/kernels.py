@@ -5,9 +5,10 @@ H = frequency rows, D = channels. Time is the outer axis so a run of columns is 
 of memory and the channels of a position are contiguous (vectorised inner loops).
 
 The SS2D selective scan with state size N = 1 runs the four cross-scan directions of SPEC §2
-directly on this layout (no cross-scan copies), with softplus and the decay ``exp(delta * A)``
-computed on the fly by the branch-free polynomials of :mod:`dass.ops._numba_math` (16 lanes wide
-on AVX-512 machines):
+directly on this layout (no cross-scan copies). At each position the channels' step (softplus,
+decay ``exp(delta * A)``, state update, output) runs in the ``channel_scan_step`` intrinsics of
+:mod:`dass.ops._numba_math`: 16 channels per vector, up to eight vectors interleaved, with the
+branch-free polynomials of ``exp32`` / ``softplus32`` written in LLVM IR:
 
 - k0: row-major forward   (row h: w = 0 .. W-1; row h+1 continues from row h's end state)
 - k1: column-major forward (column w: h = 0 .. H-1; column w+1 continues from column w)
