@@ -3,9 +3,14 @@
 numba has no vector libm here (``math.exp`` in a loop stays scalar and would cost more than a whole
 scan), so :func:`exp32` and :func:`softplus32` are branch-free polynomials that LLVM vectorises.
 The helpers numba does not expose (a bit cast, ``ldexp``, a prefetch, a per-function vector
-width) are one-instruction intrinsics, and :func:`scan_blocks` runs the scan recurrence sixteen
-steps at a time in vector registers. Used by :mod:`dass.ops._scan_numba` (training scan) and
-:mod:`dass.inference.kernels` (inference engine); tested against float64 numpy in tests/test_selective_scan.py.
+width) are one-instruction intrinsics. The hot loops are intrinsics written in LLVM IR on 16-lane
+vectors: :func:`scan_blocks` runs the scan recurrence sixteen steps at a time in vector registers,
+:func:`scan_blocks_fused` a whole state-size-1 row (softplus, exp and scan in one pass), and the
+``channel_scan_step`` intrinsics one scan step over a run of channels (inference engine); their
+exp/softplus (:func:`_exp_ir`, :func:`_softplus_ir`) give bit for bit the numbers of
+:func:`exp32` / :func:`softplus32`. Used by :mod:`dass.ops._scan_numba` (training scan) and
+:mod:`dass.inference.kernels` (inference engine); tested against float64 numpy in
+tests/test_selective_scan.py and tests/test_inference.py.
 """
 
 from __future__ import annotations
