@@ -152,6 +152,19 @@ def test_scan_split_into_tiles_matches_whole(channels: int, block: int) -> None:
     assert rel_err(torch.from_numpy(out), ref) < 2e-5
 
 
+def test_scan_tile_refuses_strided_arrays() -> None:
+    width, height, channels, rank = 3, 2, 32, 2
+    dt, dt_bias, a_coef, ds, u, xdbl = _scan_inputs(width, height, channels * 2, rank)
+    strided_u = u.numpy()[..., ::2]  # every other channel: a view with a stride of 2
+    rows, col = np.zeros((height, channels), np.float32), np.zeros(channels, np.float32)
+    with pytest.raises(ValueError, match="must be C-contiguous"):
+        kernels.scan_tile(np.ascontiguousarray(dt.numpy()[..., ::2]), np.ascontiguousarray(dt_bias.numpy()[:, ::2]),
+                          np.ascontiguousarray(a_coef.numpy()[:, ::2]), strided_u, xdbl.numpy(), rank,
+                          np.ascontiguousarray(ds.sum(0).numpy()[::2]), True, rows, rows, col, col,
+                          np.empty((width, height, channels), np.float32), *_end_states(height, channels),
+                          0, channels, 16)
+
+
 def test_scan_kernels_without_avx512(tmp_path) -> None:
     """The two scan-kernel tests above, in a process whose numba compiles for a CPU without AVX-512
     (exp from exponent bits, the 16-lane vectors split over AVX2 registers)."""

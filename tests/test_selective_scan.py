@@ -366,3 +366,13 @@ print(_numba_math.USE_LDEXP, same, *errors)
     use_ldexp, same, error_n1, error_n2 = result.stdout.split()  # max over y and the 7 gradients
     assert use_ldexp == "False" and same == "True"
     assert float(error_n1) <= 1e-4 and float(error_n2) <= 1e-4
+
+
+def test_kernels_refuse_strided_arrays() -> None:
+    """The fused kernel reads rows at raw addresses: a strided view is refused, not misread."""
+    u = np.zeros((1, 4, 64), np.float32)[:, :, ::2]
+    args = [u, np.ascontiguousarray(u), np.full((4, 1), -1.0, np.float32), np.zeros((1, 2, 1, 32), np.float32),
+            np.zeros((1, 2, 1, 32), np.float32), np.zeros(4, np.float32), np.zeros(4, np.float32), True,
+            np.zeros((1, 4, 1), np.float32), np.zeros((1, 4, 32), np.float32), np.zeros((1, 4, 1), np.float32)]
+    with pytest.raises(ValueError, match="must be C-contiguous"):
+        _scan_numba.scan_forward(*args)

@@ -176,6 +176,15 @@ def _scan_segment(dt, dt_bias, a_coef, u, xdbl, rank, direction, h_first, h_step
             _channels_set(dt, dt_bias, a_coef, u, k, w, h, b_value, c_value, c0, count, state, y, skip)
 
 
+@nb.njit(inline="always")
+def _check_channel_runs(dt, dt_bias, a_coef, u, skip, y):
+    """The channel_scan_step intrinsics read and write runs of channels at raw addresses: every array
+    they touch must be C-contiguous (a strided view would be read as if it were not)."""
+    if not (dt.flags.c_contiguous and dt_bias.flags.c_contiguous and a_coef.flags.c_contiguous
+            and u.flags.c_contiguous and skip.flags.c_contiguous and y.flags.c_contiguous):
+        raise ValueError("scan kernels: dt, dt_bias, a_coef, u, skip and y must be C-contiguous arrays")
+
+
 # One scan step for a run of channels at one position (three variants): whole vectors of 16 channels
 # in the channel_scan_step intrinsics (up to eight vectors interleaved: 1.5-2.2x faster than this
 # loop alone, whose long softplus/exp chains the CPU could not overlap), the last count % 16 here.
@@ -244,6 +253,7 @@ def scan_tile(dt, dt_bias, a_coef, u, xdbl, rank, skip, chain_rows,
         channel_block: channels run together (kept in cache while the positions are visited).
     """
     prefer_512_bit_vectors()
+    _check_channel_runs(dt, dt_bias, a_coef, u, skip, y)
     width, height, _ = u.shape
     no_total = np.empty(0, np.float32)
     for c0 in range(c_lo, c_hi, channel_block):
@@ -288,6 +298,7 @@ def scan_transfer(dt, dt_bias, a_coef, u, xdbl, rank,
     in :func:`scan_tile`. (k1 runs forward in time, so its state is simply carried in the second pass.)
     """
     prefer_512_bit_vectors()
+    _check_channel_runs(dt, dt_bias, a_coef, u, a_coef, u)
     width, height, _ = u.shape
     no_y = np.empty((0, 0, 0), np.float32)
     for c0 in range(c_lo, c_hi, channel_block):

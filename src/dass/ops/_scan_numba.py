@@ -91,6 +91,9 @@ def _scan_row_fused(delta_row, u_row, B_row, C_row, y_row, bias, a, skip, h, del
 @nb.njit(parallel=True, cache=True, fastmath=_FAST)
 def scan_forward(u, delta, A, B, C, D, delta_bias, delta_softplus, h0, y, h_last):
     """Write y (batch, channels, L) and h_last (batch, channels, N)."""
+    if not (u.flags.c_contiguous and delta.flags.c_contiguous and B.flags.c_contiguous and C.flags.c_contiguous
+            and y.flags.c_contiguous):  # the fused row scan reads and writes them at raw addresses
+        raise ValueError("scan_forward: u, delta, B, C and y must be C-contiguous arrays")
     batch, channels, length = u.shape
     groups = B.shape[1]
     state = A.shape[1]
