@@ -272,9 +272,9 @@ def test_vectorised_exp_and_softplus_match_float64() -> None:
 
 @pytest.mark.parametrize("count", [1, 15, 16, 17, 100, 128, 309, 515])
 def test_vector_register_scan_blocks_match_a_float64_loop(count: int) -> None:
-    """_scan_run / _scan_row_fused / _scan_run_reverse (16-step log-step scans in registers, plus a
-    scalar tail; 309 = two unrolled iterations of 8 vectors, 3 single vectors and 5 scalar steps)
-    against the recurrences written out in float64."""
+    """_scan_run / _scan_row_fused / _chunk_factors_fused / _scan_run_reverse (16-step log-step scans
+    in registers, plus a scalar tail; 309 = two unrolled iterations of 8 vectors, 3 single vectors
+    and 5 scalar steps) against the recurrences written out in float64."""
     rng = np.random.default_rng(count)
     decay = rng.uniform(0.0, 1.0, count).astype(np.float32)
     decay[::7] = 1.0
@@ -308,6 +308,14 @@ def test_vector_register_scan_blocks_match_a_float64_loop(count: int) -> None:
         h_last = _scan_numba._scan_row_fused(delta_row, u_row, B_row, C_row, y_row, bias, a, skip, h0, softplus)
         scale = np.abs(ref_fused).max()
         assert np.max(np.abs(y_row - ref_fused)) / scale < 2e-6 and abs(h_last - h) / abs(h) < 2e-6
+        # The backward's first pass over the same row: step sizes, decays, slopes, last state.
+        z = delta_row.astype(np.float64) + float(bias)
+        ref_slope = 1.0 / (1.0 + np.exp(-z)) if softplus else np.ones(count)
+        factors = [np.full(count, np.nan, np.float32) for _ in range(3)]
+        h_chunk = _scan_numba._chunk_factors_fused(delta_row, u_row, B_row, *factors, bias, a, softplus, h0)
+        for values, expected in zip(factors, (step, np.exp(step * float(a)), ref_slope)):
+            assert np.max(np.abs(values - expected) / np.abs(expected)) < 1e-6
+        assert abs(h_chunk - h) / abs(h) < 2e-6
         if count >= 16:  # a NaN step poisons its own and every later output, not the earlier ones
             poisoned = delta_row.copy()
             poisoned[5] = np.nan

@@ -23,8 +23,8 @@ from numba.extending import intrinsic
 
 __all__ = ["SCAN_BLOCK", "channel_scan_step_add", "channel_scan_step_set", "channel_scan_step_total", "exp32",
            "int32_bits_as_float32", "prefer_512_bit_vectors", "prefetch", "scan_blocks", "scan_blocks_fused",
-           "scan_blocks_fused_linear", "scan_blocks_reverse", "softplus32", "softplus_exp_arrays",
-           "softplus_exp_vector_arrays"]
+           "scan_blocks_fused_factors", "scan_blocks_fused_linear", "scan_blocks_reverse", "softplus32",
+           "softplus_exp_arrays", "softplus_exp_vector_arrays"]
 
 _FAST = {"contract"}  # fused multiply-add only; NaN/inf semantics kept
 
@@ -399,8 +399,10 @@ def _exp_ir(builder, xs, nonpositive=False):
     return results
 
 
-def _softplus_ir(builder, zs):
-    """softplus of each 16-lane vector in ``zs``, the IR twin of :func:`softplus32`, same results."""
+def _softplus_ir(builder, zs, with_exp=False):
+    """softplus of each 16-lane vector in ``zs``, the IR twin of :func:`softplus32`, same results.
+
+    ``with_exp``: return (softplus, exp(-|z|)) lists, the second for the sigmoid."""
     ivec = ir.VectorType(ir.IntType(32), SCAN_BLOCK)
     sign_bit = ir.Constant(ivec, [-(2 ** 31)] * SCAN_BLOCK)
     minus_abs = [builder.bitcast(builder.or_(builder.bitcast(z, ivec), sign_bit), z.type) for z in zs]
@@ -408,13 +410,16 @@ def _softplus_ir(builder, zs):
     qs = [_vector_constant(_LOG1P_Q[8])] * len(zs)
     for coefficient in _LOG1P_Q[7::-1]:
         qs = [_fma(builder, q, w, _vector_constant(coefficient)) for q, w in zip(qs, ws)]
-    return [_fma(builder, w, q, _at_least(builder, z, _vector_constant(0.0))) for w, q, z in zip(ws, qs, zs)]
+    softplus = [_fma(builder, w, q, _at_least(builder, z, _vector_constant(0.0))) for w, q, z in zip(ws, qs, zs)]
+    return (softplus, ws) if with_exp else softplus
 
 
 def _fused_loop(builder, bases, bias, a, skip, softplus, carry_in, start, stop, unroll):
-    """Emit a loop over vectors start..stop (step ``unroll``) of :func:`scan_blocks_fused`; returns
-    (the vector index reached, the carry vector) as phis in the block after the loop."""
+    """Emit a loop over vectors start..stop (step ``unroll``) of :func:`scan_blocks_fused` (``bases``:
+    delta, u, B, C, y) or of :func:`scan_blocks_fused_factors` (delta, u, B, step, decay, slope);
+    returns (the vector index reached, the carry vector) as phis in the block after the loop."""
     i64 = ir.IntType(64)
+    factors = len(bases) == 6
     entry = builder.block
     loop = builder.append_basic_block(f"fused_scan_{unroll}")
     done = builder.append_basic_block(f"fused_scan_{unroll}_done")
@@ -424,18 +429,32 @@ def _fused_loop(builder, bases, bias, a, skip, softplus, carry_in, start, stop, 
     carry = builder.phi(carry_in.type)
     pointers = [[builder.gep(base, [builder.add(index, ir.Constant(i64, j))]) for base in bases]
                 for j in range(unroll)]
-    delta, u, B, C = ([builder.load(p[i], align=4) for p in pointers] for i in range(4))
+    delta, u, B = ([builder.load(p[i], align=4) for p in pointers] for i in range(3))
     steps = [builder.fadd(d, bias) for d in delta]
-    if softplus:
+    if factors:  # d step / d (delta + bias): sigmoid(z) = (z >= 0 ? 1 : w) / (1 + w), w = exp(-|z|)
+        one = _vector_constant(1.0)
+        slopes = [one] * unroll
+        if softplus:
+            steps, ws = _softplus_ir(builder, steps, with_exp=True)
+            zs = [builder.fadd(d, bias) for d in delta]
+            slopes = [builder.fdiv(builder.select(builder.fcmp_ordered("<", z, _vector_constant(0.0)), w, one),
+                                   builder.fadd(one, w)) for z, w in zip(zs, ws)]
+    elif softplus:
         steps = _softplus_ir(builder, steps)
     decays = _exp_ir(builder, [builder.fmul(s, a) for s in steps])
+    if factors:
+        for j in range(unroll):
+            for role, values in ((3, steps), (4, decays), (5, slopes)):
+                builder.store(values[j], pointers[j][role], align=4)
     inputs = [builder.fmul(builder.fmul(s, uj), Bj) for s, uj, Bj in zip(steps, u, B)]
     scanned = [_scan_block_ir(builder, d, x) for d, x in zip(decays, inputs)]
+    C = None if factors else [builder.load(p[3], align=4) for p in pointers]
     state = carry
     for j, (local, products) in enumerate(scanned):
         states = _fma(builder, products, state, local)
-        builder.store(_fma(builder, states, C[j], builder.fmul(skip, u[j], flags=("contract",))),
-                      pointers[j][4], align=4)
+        if not factors:
+            builder.store(_fma(builder, states, C[j], builder.fmul(skip, u[j], flags=("contract",))),
+                          pointers[j][4], align=4)
         # the carry is the last state: one shuffle after the FMA, a short chain next to the work per vector
         state = _broadcast_lane(builder, states, SCAN_BLOCK - 1)
     next_index = builder.add(index, ir.Constant(i64, unroll))
@@ -454,10 +473,10 @@ def _fused_loop(builder, bases, bias, a, skip, softplus, carry_in, start, stop, 
     return reached, carry_out
 
 
-def _fused_scan_codegen(builder, args, softplus):
+def _fused_scan_codegen(builder, args, softplus, addresses_count=5):
     vec = ir.VectorType(ir.FloatType(), SCAN_BLOCK)
     i32, i64 = ir.IntType(32), ir.IntType(64)
-    *addresses, bias, a, skip, h, blocks = args
+    addresses, (bias, a, skip, h, blocks) = args[:addresses_count], args[addresses_count:]
     bases = [builder.inttoptr(address, vec.as_pointer()) for address in addresses]
     bias, a, skip, carry = (_splat(builder, value) for value in (bias, a, skip, h))
     main_stop = builder.sub(blocks, builder.srem(blocks, ir.Constant(i64, FUSED_UNROLL)))
@@ -498,6 +517,34 @@ def scan_blocks_fused_linear(typingctx, delta_address, u_address, B_address, C_a
         return _fused_scan_codegen(builder, args, softplus=False)
 
     return _FUSED_SIGNATURE, codegen
+
+
+@intrinsic
+def scan_blocks_fused_factors(typingctx, delta_address, u_address, B_address, step_address, decay_address,
+                              slope_address, bias, a, softplus, h, blocks):
+    """The backward's first pass over ``16 * blocks`` steps of a state-size-1 row: writes
+    step_t = softplus(delta_t + bias) (or delta_t + bias), decay_t = exp(step_t a) and
+    slope_t = d step_t / d delta_t (sigmoid(delta_t + bias), or 1), runs h_t = decay_t h_{t-1} +
+    step_t u_t B_t from h and returns the last state (the states are not stored). Loops like
+    :func:`scan_blocks_fused`; ``softplus`` (a boolean) picks one of the two loops it contains."""
+    sig = types.float32(types.uintp, types.uintp, types.uintp, types.uintp, types.uintp, types.uintp,
+                        types.float32, types.float32, types.boolean, types.float32, types.int64)
+
+    def codegen(context, builder, signature, args):
+        *addresses, bias_value, a_value, use_softplus, h_value, blocks_value = args
+        results = []
+        with builder.if_else(use_softplus) as (with_softplus, without):
+            for branch, flag in ((with_softplus, True), (without, False)):
+                with branch:
+                    value = _fused_scan_codegen(builder, [*addresses, bias_value, a_value, a_value, h_value,
+                                                          blocks_value], flag, addresses_count=6)
+                    results.append((value, builder.block))
+        merged = builder.phi(ir.FloatType())
+        for value, block in results:
+            merged.add_incoming(value, block)
+        return merged
+
+    return sig, codegen
 
 
 @intrinsic

@@ -12,8 +12,9 @@ each row runs in chunks of ``TIME_CHUNK`` steps: (1) the step factors with the S
 of :mod:`._numba_math`, (2) the recurrence h = a*h + x 16 steps at a time in vector registers
 (:func:`scan_blocks`), (3) y = C.h + D*u.
 
-Backward: a first pass over each row keeps its step sizes and decays ((1 + N) L floats per parallel
-work item) and the states at every ``BACKWARD_CHUNK``-th step; the second pass walks the chunks
+Backward: a first pass over each row keeps its step sizes, their slopes d step / d delta and the
+decays ((2 + N) L floats per parallel work item) and the states at every ``BACKWARD_CHUNK``-th step
+(for N = 1 one fused IR pass, :func:`scan_blocks_fused_factors`); the second pass walks the chunks
 backwards, recomputes each chunk's states from its checkpoint (no division by exp(delta*A), so it
 is safe for any L) and runs the reverse recurrence of dLoss/dh in vector registers too
 (:func:`scan_blocks_reverse`).
@@ -23,7 +24,7 @@ alone): forward 1.3-1.5 ms in quiet minutes, from 1.8-2.0 ms when softplus/exp, 
 the scan with y were three loops over buffered chunks (and 2.8 ms when the recurrence was scalar).
 The fused loop with one vector per iteration was 6 % slower than the three loops: each vector's
 ~60 dependent operations filled the CPU's scheduler, so 2, 4, 8 and 16 vectors per iteration were
-measured (8 best, 1.4x). Backward 10-11 ms. Tried and dropped: software prefetch and non-temporal
+measured (8 best, 1.4x). Backward 10-11 ms; with the fused first pass 1.1-1.25x faster. Tried and dropped: software prefetch and non-temporal
 stores for y (within noise), a (time, row) layout that vectorises the recurrence across rows (three
 16 x 16 transposes per chunk cost about what they save), masked rotations instead of the
 zero/one-filling shuffles of the log-step scan (5 % slower).
@@ -35,7 +36,7 @@ import numba as nb
 import numpy as np
 
 from ._numba_math import (SCAN_BLOCK, exp32, prefer_512_bit_vectors, scan_blocks, scan_blocks_fused,
-                          scan_blocks_fused_linear, scan_blocks_reverse, softplus32)
+                          scan_blocks_fused_factors, scan_blocks_fused_linear, scan_blocks_reverse, softplus32)
 
 ROW_BLOCK = 8  # rows per parallel work item
 TIME_CHUNK = 512  # time steps per buffered chunk (buffers of N * TIME_CHUNK floats)
@@ -187,6 +188,40 @@ def _chunk_states(u_row, B_group, start, nt, step, decay, states):
         _scan_run(decay[n, start:start + nt], states_n[1:], states_n[0], nt)
 
 
+@nb.njit(inline="always", cache=True, fastmath=_FAST)
+def _chunk_slopes(delta_row, bias, delta_softplus, nt, slope):
+    """slope[:nt] = d step / d (delta + bias): sigmoid(delta_t + bias), or 1 without softplus."""
+    if delta_softplus:
+        for t in range(nt):
+            slope[t] = np.float32(1.0) / (np.float32(1.0) + exp32(-(delta_row[t] + bias)))
+    else:
+        for t in range(nt):
+            slope[t] = np.float32(1.0)
+
+
+@nb.njit(inline="always", cache=True, fastmath=_FAST)
+def _chunk_factors_fused(delta_row, u_row, B_row, step, decay, slope, bias, a, delta_softplus, h):
+    """State size 1, one chunk (1-D arrays of its length): step sizes, decays and slopes as
+    :func:`_chunk_factors` and :func:`_chunk_slopes`, and the state after the chunk from h (returned).
+    16-step vectors in :func:`scan_blocks_fused_factors`, the rest here."""
+    nt = delta_row.shape[0]
+    blocks = nt // SCAN_BLOCK
+    h = scan_blocks_fused_factors(_U(delta_row.ctypes.data), _U(u_row.ctypes.data), _U(B_row.ctypes.data),
+                                  _U(step.ctypes.data), _U(decay.ctypes.data), _U(slope.ctypes.data), bias, a,
+                                  delta_softplus, h, blocks)
+    for t in range(blocks * SCAN_BLOCK, nt):
+        z = delta_row[t] + bias
+        if delta_softplus:
+            step[t] = softplus32(z)
+            slope[t] = np.float32(1.0) / (np.float32(1.0) + exp32(-z))
+        else:
+            step[t] = z
+            slope[t] = np.float32(1.0)
+        decay[t] = exp32(step[t] * a)
+        h = decay[t] * h + step[t] * u_row[t] * B_row[t]
+    return h
+
+
 @nb.njit(parallel=True, cache=True, fastmath=_FAST)
 def scan_backward(
     u, delta, A, B, C, D, delta_bias, delta_softplus, h0, grad_y, grad_h_last,
@@ -218,9 +253,9 @@ def scan_backward(
         k = (unit // splits) % groups
         split = unit % splits
         checkpoints = np.empty((max(n_chunks, 1), state), np.float32)
-        row_step = np.empty(length, np.float32)  # the row's step sizes and decays, kept from pass 1
+        row_step = np.empty(length, np.float32)  # the row's step sizes, slopes and decays, kept from pass 1
+        row_slope = np.empty(length, np.float32)  # d step / d (delta + bias): sigmoid, or 1
         row_decay = np.empty((state, length), np.float32)
-        slope = np.empty(chunk, np.float32)  # d delta / d (delta + bias): sigmoid, or 1
         decay = np.empty((state, chunk + 1), np.float32)  # a chunk's decays and one spare step
         states = np.empty((state, chunk + 1), np.float32)  # [n, 0]: before the chunk; [n, t+1]: h_t
         grad_states = np.empty((state, chunk), np.float32)
@@ -239,9 +274,17 @@ def scan_backward(
                 nt = min(chunk, length - start)
                 for n in range(state):
                     checkpoints[j, n] = states[n, 0]
+                if state == 1:  # one fused pass: step sizes, slopes, decays and the chunk's last state
+                    states[0, 0] = _chunk_factors_fused(delta[b, c, start:start + nt], u[b, c, start:start + nt],
+                                                        B[b, k, 0, start:start + nt], row_step[start:start + nt],
+                                                        row_decay[0, start:start + nt],
+                                                        row_slope[start:start + nt], bias, A_row[0],
+                                                        delta_softplus, states[0, 0])
+                    continue
                 step = row_step[start:start + nt]
                 _chunk_factors(delta[b, c, start:start + nt], A_row, bias, delta_softplus, nt, step,
                                row_decay, start)
+                _chunk_slopes(delta[b, c, start:start + nt], bias, delta_softplus, nt, row_slope[start:start + nt])
                 _chunk_states(u[b, c, start:start + nt], B[b, k], start, nt, step, row_decay, states)
                 for n in range(state):
                     states[n, 0] = states[n, nt]
@@ -268,12 +311,7 @@ def scan_backward(
                     row_decay_n = row_decay[n, start:stop]
                     for t in range(nt):
                         decay_n[t] = row_decay_n[t]
-                if delta_softplus:
-                    for t in range(nt):
-                        slope[t] = np.float32(1.0) / (np.float32(1.0) + exp32(-(delta_row[t] + bias)))
-                else:
-                    for t in range(nt):
-                        slope[t] = np.float32(1.0)
+                slope = row_slope[start:stop]
                 for n in range(state):  # the backward recurrence g_t = grad_y_t C_t + decay_{t+1} g_{t+1}
                     C_n = C[b, k, n, start:stop]
                     g_n = grad_states[n]
