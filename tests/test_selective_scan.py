@@ -384,3 +384,25 @@ def test_kernels_refuse_strided_arrays() -> None:
             np.zeros((1, 4, 1), np.float32), np.zeros((1, 4, 32), np.float32), np.zeros((1, 4, 1), np.float32)]
     with pytest.raises(ValueError, match="must be C-contiguous"):
         _scan_numba.scan_forward(*args)
+
+
+def test_numba_kernels_keep_torch_thread_count() -> None:
+    """numba's OpenMP pool, started by the first parallel kernel of a process, resets the shared
+    OpenMP thread count; torch.set_num_threads(1) must survive the first scan and LayerNorm."""
+    script = """
+import torch
+torch.set_num_threads(1)
+from dass.ops import selective_scan
+from dass.ops.layer_norm import layer_norm_channels_first
+u = torch.randn(1, 4, 64, requires_grad=True)
+y = selective_scan(u, torch.randn(1, 4, 64), -torch.ones(4, 1), torch.randn(1, 2, 1, 64), torch.randn(1, 2, 1, 64))
+y.sum().backward()
+after_scan = torch.get_num_threads()
+x = torch.randn(2, 8, 4, 4, requires_grad=True)
+layer_norm_channels_first(x, torch.ones(8), torch.zeros(8), 1e-6).sum().backward()
+print(after_scan, torch.get_num_threads())
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "NUMBA_NUM_THREADS": "2"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["1", "1"]

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from dass.ops.selective_scan import _NUMBA_LOCK, _use_torch_thread_count
+from dass.ops.selective_scan import numba_threads_like_torch
 
 __all__ = ["layer_norm_channels_first", "layer_norm_channels_first_ref"]
 
@@ -39,8 +39,7 @@ class _NumbaLayerNorm2d(torch.autograd.Function):
         y = torch.empty_like(x3)
         mean = x3.new_empty(b, h * w)
         rstd = x3.new_empty(b, h * w)
-        with _NUMBA_LOCK:
-            _use_torch_thread_count()
+        with numba_threads_like_torch():
             _layernorm_numba.layer_norm_forward(
                 x3.numpy(), weight.detach().contiguous().numpy(), bias.detach().contiguous().numpy(),
                 float(eps), y.numpy(), mean.numpy(), rstd.numpy(),
@@ -58,8 +57,7 @@ class _NumbaLayerNorm2d(torch.autograd.Function):
         items = b * ((length + _layernorm_numba.POSITION_BLOCK - 1) // _layernorm_numba.POSITION_BLOCK)
         grad_w = torch.empty(items, c, dtype=torch.float64)
         grad_b = torch.empty(items, c, dtype=torch.float64)
-        with _NUMBA_LOCK:
-            _use_torch_thread_count()
+        with numba_threads_like_torch():
             _layernorm_numba.layer_norm_backward(
                 x3.numpy(), weight.detach().contiguous().numpy(), mean.numpy(), rstd.numpy(), gy.numpy(),
                 grad_x.numpy(), grad_w.numpy(), grad_b.numpy(),

@@ -12,8 +12,9 @@ See :func:`dass.ops.selective_scan_ref` for the equation and the float64 referen
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -43,11 +44,24 @@ def _mamba_ssm_scan_fn() -> Any | None:
     return selective_scan_fn
 
 
-def _use_torch_thread_count() -> None:
-    """Run the numba kernels on as many threads as torch uses (torch.set_num_threads is honoured)."""
+@contextlib.contextmanager
+def numba_threads_like_torch() -> Iterator[None]:
+    """Hold the numba lock and run the numba kernels inside on as many threads as torch uses.
+
+    numba's OpenMP threading layer shares the OpenMP runtime with torch, and starting its thread pool
+    (the first parallel kernel of the process) resets the OpenMP thread count to numba's: without the
+    restore below, ``torch.set_num_threads(1)`` was silently back to 2 after the first scan.
+    """
     import numba
 
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    with _NUMBA_LOCK:
+        threads = torch.get_num_threads()
+        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+        try:
+            yield
+        finally:
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
 
 
 def _as_f32(t: torch.Tensor) -> torch.Tensor:
@@ -66,8 +80,7 @@ def _numba_forward(
     h0 = _as_f32(initial_state) if initial_state is not None else u32.new_zeros(batch, channels, state)
     y = torch.empty(batch, channels, length, dtype=torch.float32)
     h_last = torch.empty(batch, channels, state, dtype=torch.float32)
-    with _NUMBA_LOCK:
-        _use_torch_thread_count()
+    with numba_threads_like_torch():
         _scan_numba.scan_forward(
             u32.numpy(), delta32.numpy(), A32.numpy(), B32.numpy(), C32.numpy(), D32.numpy(),
             bias32.numpy(), bool(delta_softplus), h0.numpy(), y.numpy(), h_last.numpy(),
@@ -108,8 +121,7 @@ class _NumbaSelectiveScan(torch.autograd.Function):
         grad_A_part = torch.empty(batch, channels, state, dtype=torch.float64)
         grad_D_part = torch.empty(batch, channels, dtype=torch.float64)
         grad_bias_part = torch.empty(batch, channels, dtype=torch.float64)
-        with _NUMBA_LOCK:
-            _use_torch_thread_count()
+        with numba_threads_like_torch():
             _scan_numba.scan_backward(
                 u32.numpy(), delta32.numpy(), A32.numpy(), B32.numpy(), C32.numpy(), D32.numpy(),
                 bias32.numpy(), bool(ctx.delta_softplus), h0.numpy(), gy.numpy(), gh.numpy(),
