@@ -147,7 +147,7 @@ def _scan_segment(dt, dt_bias, a_coef, u, xdbl, rank, direction, h_first, h_step
     inner_len = num_h if column_major else num_w
     positions = num_h * num_w
     outer, inner = 0, 0  # position j = outer * inner_len + inner
-    ahead_outer, ahead_inner = PREFETCH_DISTANCE // inner_len, PREFETCH_DISTANCE % inner_len  # position j + distance
+    ahead_outer, ahead_inner = PREFETCH_DISTANCE // inner_len, PREFETCH_DISTANCE % inner_len  # j + distance
     for j in range(positions):
         i_w = outer if column_major else inner
         i_h = inner if column_major else outer

@@ -24,10 +24,11 @@ alone): forward 1.3-1.5 ms in quiet minutes, from 1.8-2.0 ms when softplus/exp, 
 the scan with y were three loops over buffered chunks (and 2.8 ms when the recurrence was scalar).
 The fused loop with one vector per iteration was 6 % slower than the three loops: each vector's
 ~60 dependent operations filled the CPU's scheduler, so 2, 4, 8 and 16 vectors per iteration were
-measured (8 best, 1.4x). Backward 10-11 ms; with the fused first pass 1.1-1.25x faster. Tried and dropped: software prefetch and non-temporal
-stores for y (within noise), a (time, row) layout that vectorises the recurrence across rows (three
-16 x 16 transposes per chunk cost about what they save), masked rotations instead of the
-zero/one-filling shuffles of the log-step scan (5 % slower).
+measured (8 best, 1.4x). Backward 10-11 ms before its first pass was fused too, then 1.1-1.25x
+faster. Tried and dropped: software prefetch and non-temporal stores for y (within noise), a
+(time, row) layout that vectorises the recurrence across rows (three 16 x 16 transposes per chunk
+cost about what they save), masked rotations instead of the zero/one-filling shuffles of the
+log-step scan (5 % slower).
 """
 
 from __future__ import annotations
