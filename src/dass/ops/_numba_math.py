@@ -154,45 +154,65 @@ def _splat(builder, scalar):
     return _broadcast_lane(builder, one, 0)
 
 
-def _scan_blocks_codegen(builder, args, reverse=False):
-    """The loop of :func:`scan_blocks` / :func:`scan_blocks_reverse`."""
-    f32, i32, i64 = ir.FloatType(), ir.IntType(32), ir.IntType(64)
-    vec = ir.VectorType(f32, SCAN_BLOCK)
-    a_address, x_address, h, blocks = args
-    bases = [builder.inttoptr(address, vec.as_pointer()) for address in (a_address, x_address)]
-    carry_in = _splat(builder, h)
-    entry = builder.block
-    loop = builder.append_basic_block("scan_blocks_loop")
-    done = builder.append_basic_block("scan_blocks_done")
-    builder.cbranch(builder.icmp_signed(">", blocks, ir.Constant(i64, 0)), loop, done)
+def _counted_loop(builder, name, start, stop, step, carried, body):
+    """Emit ``for index in range(start, stop - step + 1, step)`` (i64 values) around ``body``.
 
+    ``carried``: values live across iterations; ``body(index, values)`` emits one iteration and
+    returns their next values. Returns (the index reached, the carried values) as phis in the block
+    after the loop, where the builder is left.
+    """
+    i64 = ir.IntType(64)
+    limit = builder.sub(stop, ir.Constant(i64, step - 1)) if step > 1 else stop  # index + step <= stop
+    entry = builder.block
+    loop = builder.append_basic_block(name)
+    done = builder.append_basic_block(name + "_done")
+    builder.cbranch(builder.icmp_signed("<", start, limit), loop, done)
     builder.position_at_end(loop)
     index = builder.phi(i64)
-    carry = builder.phi(vec)
-    # vector index * 64 bytes from the base; from the last vector down if reverse
-    vector_index = builder.sub(builder.sub(blocks, ir.Constant(i64, 1)), index) if reverse else index
-    pointers = [builder.gep(base, [vector_index]) for base in bases]
-    a, x = builder.load(pointers[0], align=4), builder.load(pointers[1], align=4)
-    if reverse:  # lane j <-> lane 15 - j: the scan then runs from the latest time step down
-        a, x = _reverse_lanes(builder, a), _reverse_lanes(builder, x)
-    local, decays = _scan_block_ir(builder, a, x)
-    states = _fma(builder, decays, carry, local)
-    builder.store(_reverse_lanes(builder, states) if reverse else states, pointers[1], align=4)
-    # The next carry from the last lanes of (x', a'), not from the states: the loop-carried dependency
-    # is then one FMA per vector instead of an FMA and a shuffle (the loop is otherwise latency-bound).
-    next_carry = _fma(builder, _broadcast_lane(builder, decays, SCAN_BLOCK - 1), carry,
-                      _broadcast_lane(builder, local, SCAN_BLOCK - 1))
-    next_index = builder.add(index, ir.Constant(i64, 1))
-    index.add_incoming(ir.Constant(i64, 0), entry)
-    index.add_incoming(next_index, loop)
-    carry.add_incoming(carry_in, entry)
-    carry.add_incoming(next_carry, loop)
-    builder.cbranch(builder.icmp_signed("<", next_index, blocks), loop, done)
-
+    values = [builder.phi(value.type) for value in carried]
+    next_values = body(index, values)
+    next_index = builder.add(index, ir.Constant(i64, step))
+    body_end = builder.block
+    for phi, first, following in zip([index, *values], [start, *carried], [next_index, *next_values]):
+        phi.add_incoming(first, entry)
+        phi.add_incoming(following, body_end)
+    builder.cbranch(builder.icmp_signed("<", next_index, limit), loop, done)
     builder.position_at_end(done)
-    last = builder.phi(vec)
-    last.add_incoming(carry_in, entry)
-    last.add_incoming(next_carry, loop)
+    results = []
+    for first, following in zip([start, *carried], [next_index, *next_values]):
+        phi = builder.phi(first.type)
+        phi.add_incoming(first, entry)
+        phi.add_incoming(following, body_end)
+        results.append(phi)
+    return results[0], results[1:]
+
+
+def _scan_blocks_codegen(builder, args, reverse=False):
+    """The loop of :func:`scan_blocks` / :func:`scan_blocks_reverse`."""
+    i32, i64 = ir.IntType(32), ir.IntType(64)
+    vec = ir.VectorType(ir.FloatType(), SCAN_BLOCK)
+    a_address, x_address, h, blocks = args
+    bases = [builder.inttoptr(address, vec.as_pointer()) for address in (a_address, x_address)]
+
+    def body(index, values):
+        (carry,) = values
+        # vector index * 64 bytes from the base; from the last vector down if reverse
+        vector_index = builder.sub(builder.sub(blocks, ir.Constant(i64, 1)), index) if reverse else index
+        pointers = [builder.gep(base, [vector_index]) for base in bases]
+        a, x = builder.load(pointers[0], align=4), builder.load(pointers[1], align=4)
+        if reverse:  # lane j <-> lane 15 - j: the scan then runs from the latest time step down
+            a, x = _reverse_lanes(builder, a), _reverse_lanes(builder, x)
+        local, decays = _scan_block_ir(builder, a, x)
+        states = _fma(builder, decays, carry, local)
+        builder.store(_reverse_lanes(builder, states) if reverse else states, pointers[1], align=4)
+        # The next carry from the last lanes of (x', a'), not from the states: the loop-carried
+        # dependency is then one FMA per vector instead of an FMA and a shuffle (the loop is otherwise
+        # latency-bound).
+        return [_fma(builder, _broadcast_lane(builder, decays, SCAN_BLOCK - 1), carry,
+                     _broadcast_lane(builder, local, SCAN_BLOCK - 1))]
+
+    _, (last,) = _counted_loop(builder, "scan_blocks_loop", ir.Constant(i64, 0), blocks, 1, [_splat(builder, h)],
+                               body)
     return builder.extract_element(last, ir.Constant(i32, 0))
 
 
@@ -420,56 +440,41 @@ def _fused_loop(builder, bases, bias, a, skip, softplus, carry_in, start, stop, 
     returns (the vector index reached, the carry vector) as phis in the block after the loop."""
     i64 = ir.IntType(64)
     factors = len(bases) == 6
-    entry = builder.block
-    loop = builder.append_basic_block(f"fused_scan_{unroll}")
-    done = builder.append_basic_block(f"fused_scan_{unroll}_done")
-    builder.cbranch(builder.icmp_signed("<", start, stop), loop, done)
-    builder.position_at_end(loop)
-    index = builder.phi(i64)
-    carry = builder.phi(carry_in.type)
-    pointers = [[builder.gep(base, [builder.add(index, ir.Constant(i64, j))]) for base in bases]
-                for j in range(unroll)]
-    delta, u, B = ([builder.load(p[i], align=4) for p in pointers] for i in range(3))
-    steps = [builder.fadd(d, bias) for d in delta]
-    if factors:  # d step / d (delta + bias): sigmoid(z) = (z >= 0 ? 1 : w) / (1 + w), w = exp(-|z|)
-        one = _vector_constant(1.0)
-        slopes = [one] * unroll
-        if softplus:
-            steps, ws = _softplus_ir(builder, steps, with_exp=True)
-            zs = [builder.fadd(d, bias) for d in delta]
-            slopes = [builder.fdiv(builder.select(builder.fcmp_ordered("<", z, _vector_constant(0.0)), w, one),
-                                   builder.fadd(one, w)) for z, w in zip(zs, ws)]
-    elif softplus:
-        steps = _softplus_ir(builder, steps)
-    decays = _exp_ir(builder, [builder.fmul(s, a) for s in steps])
-    if factors:
-        for j in range(unroll):
-            for role, values in ((3, steps), (4, decays), (5, slopes)):
-                builder.store(values[j], pointers[j][role], align=4)
-    inputs = [builder.fmul(builder.fmul(s, uj), Bj) for s, uj, Bj in zip(steps, u, B)]
-    scanned = [_scan_block_ir(builder, d, x) for d, x in zip(decays, inputs)]
-    C = None if factors else [builder.load(p[3], align=4) for p in pointers]
-    state = carry
-    for j, (local, products) in enumerate(scanned):
-        states = _fma(builder, products, state, local)
-        if not factors:
-            builder.store(_fma(builder, states, C[j], builder.fmul(skip, u[j], flags=("contract",))),
-                          pointers[j][4], align=4)
-        # the carry is the last state: one shuffle after the FMA, a short chain next to the work per vector
-        state = _broadcast_lane(builder, states, SCAN_BLOCK - 1)
-    next_index = builder.add(index, ir.Constant(i64, unroll))
-    index.add_incoming(start, entry)
-    index.add_incoming(next_index, loop)
-    carry.add_incoming(carry_in, entry)
-    carry.add_incoming(state, loop)
-    builder.cbranch(builder.icmp_signed("<", next_index, stop), loop, done)
-    builder.position_at_end(done)
-    reached = builder.phi(i64)
-    reached.add_incoming(start, entry)
-    reached.add_incoming(next_index, loop)
-    carry_out = builder.phi(carry_in.type)
-    carry_out.add_incoming(carry_in, entry)
-    carry_out.add_incoming(state, loop)
+
+    def body(index, values):
+        (state,) = values
+        pointers = [[builder.gep(base, [builder.add(index, ir.Constant(i64, j))]) for base in bases]
+                    for j in range(unroll)]
+        delta, u, B = ([builder.load(p[i], align=4) for p in pointers] for i in range(3))
+        zs = [builder.fadd(d, bias) for d in delta]
+        steps = zs
+        if factors:  # d step / d (delta + bias): sigmoid(z) = (z >= 0 ? 1 : w) / (1 + w), w = exp(-|z|)
+            one = _vector_constant(1.0)
+            slopes = [one] * unroll
+            if softplus:
+                steps, ws = _softplus_ir(builder, zs, with_exp=True)
+                slopes = [builder.fdiv(builder.select(builder.fcmp_ordered("<", z, _vector_constant(0.0)), w, one),
+                                       builder.fadd(one, w)) for z, w in zip(zs, ws)]
+        elif softplus:
+            steps = _softplus_ir(builder, zs)
+        decays = _exp_ir(builder, [builder.fmul(s, a) for s in steps])
+        if factors:
+            for j in range(unroll):
+                for role, values in ((3, steps), (4, decays), (5, slopes)):
+                    builder.store(values[j], pointers[j][role], align=4)
+        inputs = [builder.fmul(builder.fmul(s, uj), Bj) for s, uj, Bj in zip(steps, u, B)]
+        scanned = [_scan_block_ir(builder, d, x) for d, x in zip(decays, inputs)]
+        C = None if factors else [builder.load(p[3], align=4) for p in pointers]
+        for j, (local, products) in enumerate(scanned):
+            states = _fma(builder, products, state, local)
+            if not factors:
+                builder.store(_fma(builder, states, C[j], builder.fmul(skip, u[j], flags=("contract",))),
+                              pointers[j][4], align=4)
+            # the carry is the last state: one shuffle after the FMA, a short chain next to the work
+            state = _broadcast_lane(builder, states, SCAN_BLOCK - 1)
+        return [state]
+
+    reached, (carry_out,) = _counted_loop(builder, f"fused_scan_{unroll}", start, stop, unroll, [carry_in], body)
     return reached, carry_out
 
 
@@ -596,45 +601,35 @@ def _channel_step_codegen(builder, args, mode):
     bases = [None if address is None else builder.inttoptr(address, vec.as_pointer()) for address in addresses]
     b_value = _splat(builder, b_value)
     c_value = None if c_value is None else _splat(builder, c_value)
+    def run(unroll):
+        def body(index, values):
+            indices = [builder.add(index, ir.Constant(i64, j)) for j in range(unroll)]
+
+            def load(role):
+                return [builder.load(builder.gep(bases[role], [i]), align=4) for i in indices]
+
+            def store(role, values):
+                for i, value in zip(indices, values):
+                    builder.store(value, builder.gep(bases[role], [i]), align=4)
+
+            dt, bias, a, u, state = load(0), load(1), load(2), load(3), load(5)
+            steps = _softplus_ir(builder, [builder.fadd(x, y) for x, y in zip(dt, bias)])
+            decays = _exp_ir(builder, [builder.fmul(s, coefficient) for s, coefficient in zip(steps, a)])
+            states = [_fma(builder, d, h, builder.fmul(builder.fmul(s, x), b_value))
+                      for d, h, s, x in zip(decays, state, steps, u)]
+            store(5, states)
+            if mode == "set":
+                store(6, [_fma(builder, c_value, h, builder.fmul(skip, x)) for h, skip, x in zip(states, load(4), u)])
+            elif mode == "add":
+                store(6, [_fma(builder, c_value, h, y) for h, y in zip(states, load(6))])
+            else:
+                store(6, [builder.fadd(total, s) for total, s in zip(load(6), steps)])
+            return []
+        return body
+
     position = ir.Constant(i64, 0)
     for unroll in CHANNEL_UNROLLS:
-        entry = builder.block
-        loop = builder.append_basic_block(f"channels_{unroll}")
-        done = builder.append_basic_block(f"channels_{unroll}_done")
-        limit = builder.sub(vectors, ir.Constant(i64, unroll - 1))  # loop while index + unroll <= vectors
-        builder.cbranch(builder.icmp_signed("<", position, limit), loop, done)
-        builder.position_at_end(loop)
-        index = builder.phi(i64)
-        indices = [builder.add(index, ir.Constant(i64, j)) for j in range(unroll)]
-
-        def load(role):
-            return [builder.load(builder.gep(bases[role], [i]), align=4) for i in indices]
-
-        def store(role, values):
-            for i, value in zip(indices, values):
-                builder.store(value, builder.gep(bases[role], [i]), align=4)
-
-        dt, bias, a, u, state = load(0), load(1), load(2), load(3), load(5)
-        steps = _softplus_ir(builder, [builder.fadd(x, y) for x, y in zip(dt, bias)])
-        decays = _exp_ir(builder, [builder.fmul(s, coefficient) for s, coefficient in zip(steps, a)])
-        states = [_fma(builder, d, h, builder.fmul(builder.fmul(s, x), b_value))
-                  for d, h, s, x in zip(decays, state, steps, u)]
-        store(5, states)
-        if mode == "set":
-            store(6, [_fma(builder, c_value, h, builder.fmul(skip, x)) for h, skip, x in zip(states, load(4), u)])
-        elif mode == "add":
-            store(6, [_fma(builder, c_value, h, y) for h, y in zip(states, load(6))])
-        else:
-            store(6, [builder.fadd(total, s) for total, s in zip(load(6), steps)])
-        next_index = builder.add(index, ir.Constant(i64, unroll))
-        index.add_incoming(position, entry)
-        index.add_incoming(next_index, loop)
-        builder.cbranch(builder.icmp_signed("<", next_index, limit), loop, done)
-        builder.position_at_end(done)
-        reached = builder.phi(i64)
-        reached.add_incoming(position, entry)
-        reached.add_incoming(next_index, loop)
-        position = reached
+        position, _ = _counted_loop(builder, f"channels_{unroll}", position, vectors, unroll, [], run(unroll))
 
 
 @intrinsic

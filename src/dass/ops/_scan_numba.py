@@ -103,9 +103,10 @@ def scan_forward(u, delta, A, B, C, D, delta_bias, delta_softplus, h0, y, h_last
     rows = batch * channels
     for block in nb.prange((rows + ROW_BLOCK - 1) // ROW_BLOCK):
         prefer_512_bit_vectors()
-        decay = np.empty((state, TIME_CHUNK), np.float32)  # exp(delta_t * A_n)
-        hidden = np.empty((state, TIME_CHUNK), np.float32)  # delta_t * B_tn * u_t, then h_tn (N > 1)
-        step = np.empty(TIME_CHUNK, np.float32)  # delta_t after bias and softplus
+        buffered = TIME_CHUNK if state > 1 else 0  # N = 1 runs unbuffered (_scan_row_fused)
+        decay = np.empty((state, buffered), np.float32)  # exp(delta_t * A_n)
+        hidden = np.empty((state, buffered), np.float32)  # delta_t * B_tn * u_t, then h_tn
+        step = np.empty(buffered, np.float32)  # delta_t after bias and softplus
         for row in range(block * ROW_BLOCK, min(rows, (block + 1) * ROW_BLOCK)):
             b, c = row // channels, row % channels
             k = c // per_group
