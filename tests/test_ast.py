@@ -162,3 +162,64 @@ def test_transformers_v4_key_names_map_like_v5() -> None:
                                                              input_tdim=32, num_classes=3)).state_dict().keys()
     for k in ours_v5:
         assert torch.equal(ours_v5[k], ours_v4[k])
+
+
+# ------------------------------------------------------------------------------------- SSAST additions
+
+
+def test_eager_attention_equals_sdpa_forward_and_backward() -> None:
+    sdpa = tiny(embed_dim=48, num_heads=3)
+    eager = AST(ASTConfig(**{**sdpa.config.to_dict(), "attention": "eager"})).eval()
+    eager.load_state_dict(sdpa.state_dict())
+    assert all(block.attn.implementation == "eager" for block in eager.blocks)
+    x = torch.randn(2, 100, 128, requires_grad=True)
+    y_sdpa, y_eager = sdpa(x), eager(x)
+    torch.testing.assert_close(y_eager, y_sdpa, rtol=1e-5, atol=1e-6)
+    (g_sdpa,) = torch.autograd.grad(y_sdpa.square().sum(), x)
+    (g_eager,) = torch.autograd.grad(y_eager.square().sum(), x)
+    torch.testing.assert_close(g_eager, g_sdpa, rtol=1e-4, atol=1e-6)
+    qkv_sdpa = torch.autograd.grad(sdpa(x).sum(), sdpa.blocks[0].attn.qkv.weight)[0]
+    qkv_eager = torch.autograd.grad(eager(x).sum(), eager.blocks[0].attn.qkv.weight)[0]
+    torch.testing.assert_close(qkv_eager, qkv_sdpa, rtol=1e-4, atol=1e-6)
+
+
+def test_mean_pooling_is_the_mean_of_the_patch_tokens() -> None:
+    model = tiny(pooling="mean")
+    x = torch.randn(2, 100, 128)
+    seen = {}
+    model.norm.register_forward_hook(lambda mod, args, out: seen.update(tokens=out))
+    with torch.no_grad():
+        pooled = model.forward_features(x)
+        logits = model(x)
+    tokens = seen["tokens"]  # (B, 2 + 12*9, D): cls, dist, patches
+    assert tokens.shape == (2, 2 + 12 * 9, 32)
+    torch.testing.assert_close(pooled, tokens[:, 2:].sum(1) / (12 * 9))
+    torch.testing.assert_close(logits, model.mlp_head(pooled))
+    cls = tiny(pooling="cls")  # same weights (same seed): the mean of the two tokens
+    with torch.no_grad():
+        torch.testing.assert_close(cls.forward_features(x), (tokens[:, 0] + tokens[:, 1]) / 2)
+
+
+@pytest.mark.parametrize("name, dim, heads", [("ssast_tiny", 192, 3), ("ssast_small", 384, 6), ("ssast_base", 768, 12)])
+def test_ssast_sizes(name: str, dim: int, heads: int) -> None:
+    import dass
+
+    with torch.device("meta"):
+        model = dass.create_model(name, num_classes=35, fstride=16, tstride=16, input_tdim=1024)
+    c = model.config
+    assert (c.embed_dim, c.depth, c.num_heads, c.pooling, c.attention) == (dim, 12, heads, "mean", "sdpa")
+    per_block = 12 * dim * dim + 13 * dim  # qkv, proj, fc1, fc2 (+ biases), two LayerNorms
+    encoder = 12 * per_block + (256 * dim + dim) + 2 * dim + 2 * dim  # + patch conv, cls/dist, final norm
+    count = sum(p.numel() for k, p in model.named_parameters() if not k.startswith(("pos_embed", "mlp_head.")))
+    assert count == encoder
+    assert model.pos_embed.shape == (1, 2 + 8 * 64, dim)  # stride 16: 8 x 64 patches, as SSAST pretrains
+    if name == "ssast_tiny":
+        assert round(encoder / 1e6, 2) == 5.39
+
+
+def test_pooling_and_attention_options_are_checked() -> None:
+    with pytest.raises(ConfigError, match="pooling must be one of cls, mean, got 'max'"):
+        ASTConfig(pooling="max")
+    with pytest.raises(ConfigError, match="attention must be one of sdpa, eager, got 'flash'"):
+        ASTConfig(attention="flash")
+    assert ASTConfig.from_dict(ASTConfig(pooling="mean", attention="eager").to_dict()).attention == "eager"

@@ -22,6 +22,14 @@ Parameter names follow the official checkpoint (``cls_token``, ``dist_token``, `
 
 Named configs: ``ast_base`` (768 wide, 12 blocks, 12 heads; 87 M parameters), ``ast_small``
 (384/12/6, DeiT-S), ``ast_tiny`` (192/12/3, DeiT-Ti). Head width is always 64.
+
+SSAST (Gong et al., arXiv 2110.09784; the baseline of SSAMBA, arXiv 2405.11831) is the same
+network with a different clip summary: ``ssast_tiny`` / ``ssast_small`` / ``ssast_base`` (the three
+DeiT sizes) pool with ``pooling="mean"``, the mean over the patch tokens (SSAST's ``ft_avgtok``);
+``pooling="cls"`` is the mean of the cls and distillation tokens (AST, and SSAST's ``ft_cls``).
+Attention runs through ``F.scaled_dot_product_attention`` (``attention="sdpa"``) or in the eager
+form that materialises the ``(B, heads, N, N)`` softmax matrix (``attention="eager"``, what timm's
+ViT and thus the SSAST/SSAMBA efficiency measurements ran); both compute the same function.
 """
 
 from __future__ import annotations
@@ -39,11 +47,17 @@ from .registry import register_architecture, register_model
 
 __all__ = [
     "AST",
+    "ATTENTION_MODES",
+    "POOLING_MODES",
     "ASTConfig",
+    "adapt_position_grid",
     "config_and_state_from_official",
     "from_hf_ast",
     "sincos_pos_embed_2d",
 ]
+
+POOLING_MODES = ("cls", "mean")  # mean of the cls + dist tokens | mean over the patch tokens
+ATTENTION_MODES = ("sdpa", "eager")  # F.scaled_dot_product_attention | materialised softmax(QK^T)
 
 
 @dataclasses.dataclass
@@ -61,6 +75,8 @@ class ASTConfig:
     input_fdim: int = 128
     input_tdim: int = 1024
     pos_emb: str = "learned"
+    pooling: str = "cls"
+    attention: str = "sdpa"
     num_classes: int = 527
     labels: list[str] | None = None
     drop_rate: float = 0.0
@@ -74,6 +90,12 @@ class ASTConfig:
             raise ConfigError(f"ASTConfig.model_type must be 'ast', got {self.model_type!r}")
         if self.pos_emb not in ("learned", "sinusoidal"):
             raise ConfigError(f"ASTConfig.pos_emb must be 'learned' or 'sinusoidal', got {self.pos_emb!r}")
+        if self.pooling not in POOLING_MODES:
+            raise ConfigError(f"ASTConfig.pooling must be one of {', '.join(POOLING_MODES)}, got {self.pooling!r}")
+        if self.attention not in ATTENTION_MODES:
+            raise ConfigError(
+                f"ASTConfig.attention must be one of {', '.join(ATTENTION_MODES)}, got {self.attention!r}"
+            )
         if self.embed_dim % self.num_heads:
             raise ConfigError(f"ASTConfig: embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
         if self.pos_emb == "sinusoidal" and self.embed_dim % 4:
@@ -124,21 +146,54 @@ def sincos_pos_embed_2d(dim: int, fdim: int, tdim: int) -> Tensor:
     return torch.cat([sincos_pos_embed_1d(dim // 2, f_idx), sincos_pos_embed_1d(dim // 2, t_idx)], dim=1).float()
 
 
+def adapt_position_grid(grid: Tensor, size: tuple[int, int], *, time_resize_rows: int | None = None) -> Tensor:
+    """Adapt a grid of patch position embeddings ``(1, D, F, T)`` to ``size = (F', T')``: ``(1, D, F', T')``.
+
+    The rule of AST/SSAST/SSAMBA (see ``docs/ssamba.md``), time axis first, then frequency:
+
+    * time: ``T' < T``: the centre columns ``[T//2 - T'//2, ... + T')``; otherwise bilinear
+      (``align_corners=False``) to ``(rows, T')`` with ``rows = time_resize_rows`` or, if None, the
+      current number of rows. The authors' fine-tuning code hard-codes ``rows = 8`` (the frequency
+      patches of their 128-bin, stride-16 pretraining); pass ``time_resize_rows=8`` to reproduce it.
+    * frequency: ``F' < F``: the centre rows ``[F//2 - F'//2, ... + F')`` (the authors' slice ends at
+      ``+ T'``, a bug their recipes never reach; where it gives F' rows it is this crop, elsewhere it
+      fails); otherwise bilinear to ``(F', T')``.
+    """
+    freq, time = grid.shape[2], grid.shape[3]
+    new_freq, new_time = size
+    if (freq, time) == (new_freq, new_time) and time_resize_rows in (None, freq):
+        return grid
+    if new_time < time:
+        start = time // 2 - new_time // 2
+        grid = grid[:, :, :, start : start + new_time]
+    else:
+        rows = grid.shape[2] if time_resize_rows is None else time_resize_rows
+        grid = F.interpolate(grid, size=(rows, new_time), mode="bilinear", align_corners=False)
+    if new_freq < freq:
+        start = freq // 2 - new_freq // 2
+        if start + new_freq > grid.shape[2]:
+            raise ConfigError(
+                f"cannot crop frequency rows [{start}, {start + new_freq}) of a {freq}-row table: the time "
+                f"resize left {grid.shape[2]} rows"
+            )
+        grid = grid[:, :, start : start + new_freq, :]
+    elif grid.shape[2] != new_freq:
+        grid = F.interpolate(grid, size=(new_freq, new_time), mode="bilinear", align_corners=False)
+    return grid
+
+
 def adapt_learned_pos_embed(pos: Tensor, fdim: int, tdim: int, new_tdim: int) -> Tensor:
     """Patch embeddings ``(1, fdim·tdim, D)`` for ``tdim`` time patches -> ``(1, fdim·new_tdim, D)``.
 
     Fewer patches: the centre ``new_tdim`` columns (AST's cut, start ``tdim//2 - new_tdim//2``);
-    more: bilinear interpolation along time (``align_corners=False``), as AST does.
+    more: bilinear interpolation along time (``align_corners=False``), as AST does
+    (:func:`adapt_position_grid` along time only).
     """
     if new_tdim == tdim:
         return pos
     dim = pos.shape[-1]
     grid = pos.reshape(1, fdim, tdim, dim).permute(0, 3, 1, 2)  # (1, D, F', T')
-    if new_tdim < tdim:
-        start = tdim // 2 - new_tdim // 2
-        grid = grid[:, :, :, start : start + new_tdim]
-    else:
-        grid = F.interpolate(grid, size=(fdim, new_tdim), mode="bilinear", align_corners=False)
+    grid = adapt_position_grid(grid, (fdim, new_tdim))
     return grid.permute(0, 2, 3, 1).reshape(1, fdim * new_tdim, dim)
 
 
@@ -170,11 +225,17 @@ class PatchEmbed(nn.Module):
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention with a fused ``qkv`` projection (rows: all q, then k, then v)."""
+    """Multi-head self-attention with a fused ``qkv`` projection (rows: all q, then k, then v).
 
-    def __init__(self, dim: int, num_heads: int, attn_drop: float, proj_drop: float) -> None:
+    ``implementation``: ``"sdpa"`` (``F.scaled_dot_product_attention``) or ``"eager"`` (the
+    ``(B, heads, N, N)`` matrix ``softmax(q k^T / sqrt(head_dim))`` materialised, as timm's ViT does).
+    """
+
+    def __init__(self, dim: int, num_heads: int, attn_drop: float, proj_drop: float,
+                 implementation: str = "sdpa") -> None:
         super().__init__()
         self.num_heads = num_heads
+        self.implementation = implementation
         self.qkv = nn.Linear(dim, dim * 3)
         self.attn_drop = attn_drop
         self.proj = nn.Linear(dim, dim)
@@ -184,7 +245,12 @@ class Attention(nn.Module):
         b, n, d = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # each (B, heads, N, head_dim)
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
+        dropout = self.attn_drop if self.training else 0.0
+        if self.implementation == "eager":
+            weights = ((q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5).softmax(dim=-1)  # (B, heads, N, N)
+            y = F.dropout(weights, dropout) @ v
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
         return self.proj_drop(self.proj(y.transpose(1, 2).reshape(b, n, d)))
 
 
@@ -207,7 +273,7 @@ class Block(nn.Module):
         super().__init__()
         d = config.embed_dim
         self.norm1 = nn.LayerNorm(d, eps=config.layer_norm_eps)
-        self.attn = Attention(d, config.num_heads, config.attn_drop_rate, config.drop_rate)
+        self.attn = Attention(d, config.num_heads, config.attn_drop_rate, config.drop_rate, config.attention)
         self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(d, eps=config.layer_norm_eps)
         self.mlp = Mlp(d, int(d * config.mlp_ratio), config.drop_rate)
@@ -270,7 +336,8 @@ class AST(nn.Module):
         return torch.cat([tokens, adapt_learned_pos_embed(patches, fdim, base_tdim, tdim)], dim=1)
 
     def forward_features(self, x: Tensor) -> Tensor:
-        """``(B, T, F)`` -> ``(B, D)``: mean of the cls and dist tokens after the final LayerNorm.
+        """``(B, T, F)`` -> ``(B, D)``: the tokens after the final LayerNorm, pooled as ``config.pooling``
+        says (``"cls"``: mean of the cls and dist tokens; ``"mean"``: mean of the patch tokens).
 
         Inputs shorter than one patch (16 frames) are zero-padded at the end to 16 frames.
         """
@@ -289,6 +356,8 @@ class AST(nn.Module):
         for block in self.blocks:
             tokens = block(tokens)
         tokens = self.norm(tokens)
+        if self.config.pooling == "mean":
+            return tokens[:, 2:].mean(dim=1)
         return (tokens[:, 0] + tokens[:, 1]) / 2
 
     def forward(self, x: Tensor) -> Tensor:
@@ -316,6 +385,24 @@ def ast_small(**overrides: Any) -> AST:
 def ast_tiny(**overrides: Any) -> AST:
     """AST-Tiny (DeiT-Ti): width 192, 12 blocks, 3 heads (5.5 M parameters with 527 classes)."""
     return _make(dict(embed_dim=192, depth=12, num_heads=3), overrides)
+
+
+@register_model("ssast_tiny")
+def ssast_tiny(**overrides: Any) -> AST:
+    """SSAST-Tiny: width 192, 12 blocks, 3 heads, mean over the patch tokens (SSAST's ``ft_avgtok``)."""
+    return _make(dict(embed_dim=192, depth=12, num_heads=3, pooling="mean"), overrides)
+
+
+@register_model("ssast_small")
+def ssast_small(**overrides: Any) -> AST:
+    """SSAST-Small: width 384, 12 blocks, 6 heads, mean over the patch tokens."""
+    return _make(dict(embed_dim=384, depth=12, num_heads=6, pooling="mean"), overrides)
+
+
+@register_model("ssast_base")
+def ssast_base(**overrides: Any) -> AST:
+    """SSAST-Base: width 768, 12 blocks, 12 heads, mean over the patch tokens."""
+    return _make(dict(embed_dim=768, depth=12, num_heads=12, pooling="mean"), overrides)
 
 
 # --------------------------------------------------------------------------------------------------

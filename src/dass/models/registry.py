@@ -48,6 +48,7 @@ def _ensure_loaded() -> None:
         from . import ast as _ast  # noqa: F401
     except ImportError:  # pragma: no cover - ast.py may not exist in minimal installs
         pass
+    from . import ssamba as _ssamba  # noqa: F401
 
 
 def list_models() -> list[str]:
