@@ -248,7 +248,7 @@ class Attention(nn.Module):
         dropout = self.attn_drop if self.training else 0.0
         if self.implementation == "eager":
             weights = ((q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5).softmax(dim=-1)  # (B, heads, N, N)
-            y = F.dropout(weights, dropout) @ v
+            y = (F.dropout(weights, dropout) if dropout else weights) @ v
         else:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
         return self.proj_drop(self.proj(y.transpose(1, 2).reshape(b, n, d)))
