@@ -291,9 +291,14 @@ def make_plot(results: dict, sizes: list[int], full_batch: int, path: str) -> st
             face = color if r["batch"] == full_batch else "white"
             ax_time.plot([p], [r["seconds"]], "o", color=color, markerfacecolor=face)
             ax_mem.plot([p], [(r["act"] + r["base"]) / GB], "o", color=color, markerfacecolor=face)
+    from matplotlib.ticker import NullFormatter
+
+    measured = sorted({p for (_, p), r in results.items() if "seconds" in r})
     for ax, label in ((ax_time, "seconds per call"), (ax_mem, "peak memory (GB, tracked + weights + input)")):
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.set_xticks(measured, [str(p) for p in measured], rotation=45)
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("# of patches")
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
