@@ -551,3 +551,13 @@ def test_bad_checkpoints_give_one_readable_error(tmp_path) -> None:
         config_and_state_from_authors(ssl)
     with pytest.raises(CheckpointError, match="not an SSAMBA checkpoint.*module.v.layers.0.mixer.A_log"):
         config_and_state_from_authors({"module.v.cls_token": torch.zeros(1, 1, 8)})
+
+
+def test_our_folder_round_trip(tmp_path) -> None:
+    model = small(labels=[f"c{i}" for i in range(5)], pooling="cls")
+    dass.save_pretrained(model, tmp_path / "ssamba")
+    loaded = dass.from_pretrained(tmp_path / "ssamba")
+    assert type(loaded) is SSAMBA and loaded.config == model.config
+    x = torch.randn(1, 200, 128)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
