@@ -303,7 +303,7 @@ class AST(nn.Module):
         else:
             self.register_parameter("pos_embed", None)
         self.pos_drop = nn.Dropout(config.drop_rate)
-        rates = torch.linspace(0, config.drop_path_rate, config.depth).tolist()
+        rates = torch.linspace(0, config.drop_path_rate, config.depth, device="cpu").tolist()  # also on meta
         self.blocks = nn.ModuleList(Block(config, r) for r in rates)
         self.norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
         self.mlp_head = nn.Sequential(nn.LayerNorm(d, eps=config.head_norm_eps), nn.Linear(d, config.num_classes))
