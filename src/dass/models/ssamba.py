@@ -333,8 +333,20 @@ class BiMambaMixer(nn.Module):
 # --------------------------------------------------------------------------------- blocks, network
 
 
+class RMSNorm(nn.Module):
+    """``x / sqrt(mean(x²) + eps) * weight`` over the last axis (mamba-ssm's RMSNorm; no bias)."""
+
+    def __init__(self, dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * torch.rsqrt(x.square().mean(-1, keepdim=True) + self.eps) * self.weight
+
+
 def _make_norm(kind: str, dim: int, eps: float) -> nn.Module:
-    return nn.LayerNorm(dim, eps=eps) if kind == "layer" else nn.RMSNorm(dim, eps=eps)
+    return nn.LayerNorm(dim, eps=eps) if kind == "layer" else RMSNorm(dim, eps=eps)
 
 
 class Block(nn.Module):
