@@ -406,6 +406,7 @@ class SSAMBA(nn.Module):
 
     model_type = "ssamba"
     config_class = SSAMBAConfig
+    num_prefix_tokens = 1  # the cls token before the patch tokens
 
     def __init__(self, config: SSAMBAConfig) -> None:
         super().__init__()
@@ -464,8 +465,13 @@ class SSAMBA(nn.Module):
         if x.shape[1] < c.patch_size:
             x = F.pad(x, (0, 0, 0, c.patch_size - x.shape[1]))
         _, time_patches = self.patch_grid(x.shape[1])
-        tokens = self.patch_embed(x.unsqueeze(1).transpose(2, 3))  # (B, F'·T', D)
-        tokens = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), tokens], dim=1)
+        return self.forward_tokens(self.patch_embed(x.unsqueeze(1).transpose(2, 3)), time_patches)
+
+    def forward_tokens(self, patches: Tensor, time_patches: int) -> Tensor:
+        """Patch embeddings ``(B, F'·T', D)`` (``patch_embed``'s output, possibly with some replaced, as
+        masked-patch pretraining does) -> tokens ``(B, 1 + F'·T', D)`` after the final norm(s)."""
+        c = self.config
+        tokens = torch.cat([self.cls_token.expand(patches.shape[0], -1, -1), patches], dim=1)
         hidden = self.pos_drop(tokens + self.position_embeddings(time_patches))
         residual = None
         if c.bidirectional_pairs:

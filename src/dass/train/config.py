@@ -177,7 +177,7 @@ def _coerce(key: str, value: Any, annotation: str) -> Any:
     raise AssertionError(f"unhandled annotation {annotation}")  # pragma: no cover
 
 
-def _set(config: TrainConfig, dotted: str, value: Any) -> None:
+def _set(config: Any, dotted: str, value: Any) -> None:
     parts = dotted.split(".")
     sections = _keys(config)
     if parts[0] not in sections:
@@ -208,9 +208,10 @@ def _set(config: TrainConfig, dotted: str, value: Any) -> None:
     setattr(section, name, _coerce(dotted, value, annotation))
 
 
-def config_from_dict(values: dict[str, Any]) -> TrainConfig:
-    """A :class:`TrainConfig` from a nested dict (unknown keys raise :class:`ConfigError`)."""
-    config = TrainConfig()
+def config_from_dict(values: dict[str, Any], config_class: type | None = None) -> TrainConfig:
+    """A :class:`TrainConfig` (or ``config_class``, e.g. the pretraining config) from a nested dict
+    (unknown keys raise :class:`ConfigError`)."""
+    config = (config_class or TrainConfig)()
     if not isinstance(values, dict):
         raise ConfigError(f"a training config must be a mapping of sections, got {type(values).__name__}")
     for key, value in values.items():
@@ -218,7 +219,7 @@ def config_from_dict(values: dict[str, Any]) -> TrainConfig:
     return config
 
 
-def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
+def apply_overrides(config: Any, overrides: list[str]) -> Any:
     """Apply ``key=value`` strings (dotted keys, YAML values) in order."""
     for item in overrides:
         key, sep, text = item.partition("=")
@@ -232,8 +233,11 @@ def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
     return config
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
-    """Read a YAML recipe (or start from defaults when ``path`` is None) and apply ``overrides``."""
+def load_config(path: str | Path | None, overrides: list[str] | None = None, *,
+                config_class: type | None = None) -> TrainConfig:
+    """Read a YAML recipe (or start from defaults when ``path`` is None) and apply ``overrides``.
+
+    ``config_class``: another config dataclass of sections built the same way (``dass pretrain``'s)."""
     values: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -244,11 +248,11 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: invalid YAML ({e})") from None
         try:
-            config = config_from_dict(values)
+            config = config_from_dict(values, config_class)
         except ConfigError as e:
             raise ConfigError(f"{path}: {e}") from None
     else:
-        config = TrainConfig()
+        config = (config_class or TrainConfig)()
     apply_overrides(config, overrides or [])
     config.validate()
     return config
