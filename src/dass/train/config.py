@@ -4,15 +4,20 @@ Sections and defaults (the AST/DASS AudioSet-20K recipe, SPEC §6):
 
 ``data``    train, eval (JSON datafiles), labels (default: ``class_labels_indices.csv`` next to the
             train datafile), max_length 1024, cache_dir, num_workers, balanced_sampling,
-            samples_per_epoch, eval_max_clips (evaluate on the first N eval clips only), mean, std
+            samples_per_epoch, eval_max_clips (evaluate on the first N eval clips only), mean, std,
+            task "multilabel" (BCE, mAP) | "singlelabel" (one label per clip: cross-entropy,
+            accuracy, top-5 accuracy, confusion matrix; :mod:`dass.train.tasks`)
 ``augment`` mixup 0.5, freqm 48, timem 192
 ``model``   name ("dass_small", any :func:`dass.create_model` name), args (free-form keyword
             overrides for the named config, e.g. ``model.args.drop_path_rate=0.1``), init (a checkpoint
-            the student starts from, loaded with ``from_pretrained``)
+            the student starts from, loaded with ``from_pretrained``), init_from (fine-tune the encoder
+            of a self-supervised / pretrained checkpoint with a fresh head, the position table adapted
+            to ``model.args``' geometry: :mod:`dass.train.finetune`; ``model.name`` is then unused)
 ``optim``   batch_size 12 (*global*: split evenly over the processes), epochs 25, lr 1e-4,
             betas [0.95, 0.999], weight_decay 5e-7, warmup_steps 1000, lr_decay_start 10,
             lr_decay_every 5, lr_decay_factor 0.5, wa_start 6 (first epoch, 1-based, of the weight
-            average; 0 = no averaging), amp true (mixed precision, used on GPU only)
+            average; 0 = no averaging), amp true (mixed precision, used on GPU only),
+            head_lr_multiplier 1 (the classification head's learning rate is lr times this)
 ``kd``      teachers [] (paths / hub ids for ``from_pretrained``, or ``{model: NAME, checkpoint: FILE,
             args: {...}}``; several = ensemble, mean of logits), teacher_logits (a file written by
             ``dass teacher-logits``), weight 0.5, kind "kldiv", temperature 1.0
@@ -50,6 +55,7 @@ class DataConfig:
     eval_max_clips: int | None = None
     mean: float = -4.2677393
     std: float = 4.5689974
+    task: str = "multilabel"
 
 
 @dataclass
@@ -64,6 +70,7 @@ class ModelConfig:
     name: str = "dass_small"
     args: dict[str, Any] = field(default_factory=dict)
     init: str | None = None
+    init_from: str | None = None
 
 
 @dataclass
@@ -79,6 +86,7 @@ class OptimConfig:
     lr_decay_factor: float = 0.5
     wa_start: int = 6
     amp: bool = True
+    head_lr_multiplier: float = 1.0
 
 
 @dataclass
@@ -133,6 +141,15 @@ class TrainConfig:
             raise ConfigError(f"run.device must be auto, cpu or cuda, got {self.run.device!r}")
         if len(self.optim.betas) != 2:
             raise ConfigError(f"optim.betas must have two values, got {self.optim.betas}")
+        from .tasks import TASKS
+
+        if self.data.task not in TASKS:
+            raise ConfigError(f"data.task must be one of {', '.join(TASKS)}, got {self.data.task!r}")
+        if self.model.init and self.model.init_from:
+            raise ConfigError("set model.init (a model to continue training) or model.init_from (an encoder to "
+                              "fine-tune with a fresh head), not both")
+        if not self.optim.head_lr_multiplier > 0:
+            raise ConfigError(f"optim.head_lr_multiplier must be positive, got {self.optim.head_lr_multiplier}")
 
 
 def _keys(section: Any) -> list[str]:

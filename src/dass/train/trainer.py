@@ -40,8 +40,7 @@ from torch import nn
 from ..errors import ConfigError, DassError
 from .config import OptimConfig, TrainConfig
 from .distributed import DistInfo, EpochSampler, ShardSampler, all_gather_objects, barrier, init_distributed
-from .losses import distillation_loss
-from .metrics import compute_metrics
+from .tasks import task_loss
 
 __all__ = ["train", "lr_at", "WarmupMultiStep", "evaluate", "average_weights"]
 
@@ -78,7 +77,7 @@ class WarmupMultiStep:
         self.step_index, self.epoch = step, epoch
         lr = lr_at(self.cfg, step, epoch)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)  # the head's multiplier (dass.train.finetune)
         return lr
 
     def state_dict(self) -> dict[str, int]:
@@ -141,19 +140,28 @@ def average_weights(files: list[Path]) -> dict[str, torch.Tensor]:
     return {k: (total[k] / len(files)).to(first[k].dtype) if first[k].is_floating_point() else first[k] for k in first}
 
 
+def metrics_text(metrics: dict[str, float]) -> str:
+    """``"mAP 0.4123  mAUC 0.9012  d' 1.912"`` (every metric, d′ with 3 digits)."""
+    return "  ".join(f"d' {v:.3f}" if k == "d_prime" else f"{k} {v:.4f}" for k, v in metrics.items())
+
+
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: Any, device: torch.device, info: DistInfo, amp: bool) -> dict[str, float] | None:
-    """mAP / mAUC / d′ over the eval set (each rank scores its shard; rank 0 gets the metrics)."""
+def evaluate(model: nn.Module, loader: Any, device: torch.device, info: DistInfo, amp: bool,
+             task: str = "multilabel", outputs: bool = False) -> Any:
+    """The task's metrics over the eval set (each rank scores its shard; rank 0 gets the metrics, with
+    ``outputs`` as ``(metrics, scores, targets)``): mAP / mAUC / d′, plus accuracies for single-label."""
+    from .tasks import task_metrics, task_scores
+
     model.eval()
     indices, scores, targets = [], [], []
     for batch in loader:
         with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
             logits = model(batch["features"].to(device, non_blocking=True))
-        scores.append(torch.sigmoid(logits.float()).cpu())
+        scores.append(task_scores(logits.float(), task).cpu())
         targets.append(batch["targets"])
         indices.append(batch["index"])
     local = (torch.cat(indices), torch.cat(scores), torch.cat(targets)) if indices else None
@@ -162,7 +170,9 @@ def evaluate(model: nn.Module, loader: Any, device: torch.device, info: DistInfo
         return None
     idx = torch.cat([g[0] for g in gathered])
     order = torch.argsort(idx)
-    return compute_metrics(torch.cat([g[1] for g in gathered])[order], torch.cat([g[2] for g in gathered])[order])
+    all_scores, all_targets = torch.cat([g[1] for g in gathered])[order], torch.cat([g[2] for g in gathered])[order]
+    metrics = task_metrics(all_scores, all_targets, task)
+    return (metrics, all_scores, all_targets) if outputs else metrics
 
 
 # ------------------------------------------------------------------------------------ training
@@ -179,6 +189,10 @@ def _device(cfg: TrainConfig, info: DistInfo) -> torch.device:
 def _build_student(cfg: TrainConfig, num_classes: int, labels: list[str]) -> nn.Module:
     args = dict(cfg.model.args)
     args.update(num_classes=num_classes, labels=labels)
+    if cfg.model.init_from:
+        from .finetune import model_from_checkpoint
+
+        return model_from_checkpoint(cfg.model.init_from, **args)
     if cfg.model.init:
         from ..checkpoints import from_pretrained
 
@@ -219,6 +233,11 @@ def train(config: TrainConfig, resume: bool = False,
     eval_set = AudioTaggingDataset(d.eval, d.labels or train_set.label_csv, **common)
     if eval_set.num_classes != train_set.num_classes:
         raise ConfigError(f"{d.eval} and {d.train} use different label lists")
+    if d.task == "singlelabel":
+        from .tasks import check_single_label
+
+        check_single_label(train_set)
+        check_single_label(eval_set)
 
     torch.manual_seed(config.run.seed)
     model = _build_student(config, train_set.num_classes, train_set.display_names).to(device)
@@ -235,8 +254,10 @@ def train(config: TrainConfig, resume: bool = False,
     # foreach: the multi-tensor Adam (the same arithmetic with the per-parameter loop in C++ rather
     # than Python; PyTorch picks the Python loop on CPU by default). Its gain is small (see
     # benchmarks/train_step.py, the AST row, where it is the only change).
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.optim.lr, betas=tuple(config.optim.betas),
-                                 weight_decay=config.optim.weight_decay, foreach=True)
+    from .finetune import parameter_groups
+
+    optimizer = torch.optim.Adam(parameter_groups(model, config.optim.head_lr_multiplier), lr=config.optim.lr,
+                                 betas=tuple(config.optim.betas), weight_decay=config.optim.weight_decay, foreach=True)
     schedule = WarmupMultiStep(optimizer, config.optim)
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     weights = train_set.sample_weights() if d.balanced_sampling else None
@@ -320,8 +341,8 @@ def train(config: TrainConfig, resume: bool = False,
                 first = cached.lookup([train_set.clips[i].path for i in batch["index"].tolist()])
                 second = cached.lookup([train_set.clips[i].path for i in batch["mix_index"].tolist()])
                 teacher_logits = (lam * first + (1 - lam) * second).to(device)
-            loss = distillation_loss(logits.float(), targets, teacher_logits, kd_weight, config.kd.kind,
-                                     config.kd.temperature)
+            loss = task_loss(logits.float(), targets, d.task, teacher_logits, kd_weight, config.kd.kind,
+                             config.kd.temperature)
             if not torch.isfinite(loss):
                 raise DassError(f"loss is {loss.item()} at step {global_step} (epoch {epoch + 1}); lower optim.lr?")
             optimizer.zero_grad(set_to_none=True)
@@ -346,19 +367,19 @@ def train(config: TrainConfig, resume: bool = False,
         bar.close()
         train_seconds += time.perf_counter() - started
         totals = epoch_loss_totals()
-        metrics = evaluate(model, eval_loader, device, info, amp)
+        metrics = evaluate(model, eval_loader, device, info, amp, d.task)
         if info.is_main:
             row = {"epoch": epoch + 1, "global_step": global_step,
                    "train_loss": totals[0] / max(1.0, totals[1]), "lr": schedule.optimizer.param_groups[0]["lr"],
                    **metrics, "train_seconds": round(train_seconds, 3)}
             history.append(row)
             _write_csv(out / "metrics.csv", history)
-            for k in ("mAP", "mAUC", "d_prime", "train_loss"):
+            for k in [*metrics, "train_loss"]:
                 writer.add_scalar(f"eval/{k}" if k != "train_loss" else "train/epoch_loss", row[k], epoch + 1)
             writer.flush()
             _save_weights(out / "epochs" / f"epoch_{epoch + 1:03d}.safetensors", model.state_dict())
-            print(f"epoch {epoch + 1}: loss {row['train_loss']:.4f}  mAP {row['mAP']:.4f}  mAUC {row['mAUC']:.4f}  "
-                  f"d' {row['d_prime']:.3f}  ({train_seconds:.0f} s)", flush=True)
+            print(f"epoch {epoch + 1}: loss {row['train_loss']:.4f}  {metrics_text(metrics)}  ({train_seconds:.0f} s)",
+                  flush=True)
         epoch, step_in_epoch, loss_sum, loss_count = epoch + 1, 0, 0.0, 0
         save_checkpoint()
 
@@ -369,9 +390,15 @@ def train(config: TrainConfig, resume: bool = False,
         first = min(wa_start, config.optim.epochs)
         files = [out / "epochs" / f"epoch_{e:03d}.safetensors" for e in range(first, config.optim.epochs + 1)]
         model.load_state_dict(average_weights(files))
-    final_metrics = evaluate(model, eval_loader, device, info, amp)
+    final = evaluate(model, eval_loader, device, info, amp, d.task, outputs=True)
     result: dict[str, Any] = {}
     if info.is_main:
+        final_metrics = final[0]
+        if d.task == "singlelabel":
+            from .tasks import confusion_matrix, plot_confusion
+
+            matrix = confusion_matrix(final[1], final[2].argmax(dim=1), train_set.num_classes)
+            plot_confusion(matrix, train_set.display_names, out / "confusion_matrix.png", title=str(d.eval))
         from ..checkpoints import save_pretrained
 
         save_pretrained(model, out / "final")
@@ -383,11 +410,10 @@ def train(config: TrainConfig, resume: bool = False,
         _write_csv(out / "metrics.csv", history + [{"epoch": "final", "global_step": global_step, **final_metrics,
                                                       "train_seconds": round(train_seconds, 3)}])
         _atomic_bytes(out / "final_metrics.json", (json.dumps(result, indent=2) + "\n").encode())
-        for k in ("mAP", "mAUC", "d_prime"):
+        for k in final_metrics:
             writer.add_scalar(f"final/{k}", final_metrics[k], config.optim.epochs)
         writer.close()
         print(f"final ({'weight average of epochs ' + averaged if wa_start > 0 else 'last epoch'}): "
-              f"mAP {final_metrics['mAP']:.4f}  mAUC {final_metrics['mAUC']:.4f}  d' {final_metrics['d_prime']:.3f}  "
-              f"-> {out / 'final'}", flush=True)
+              f"{metrics_text(final_metrics)}  -> {out / 'final'}", flush=True)
     barrier(info)
     return result
