@@ -38,13 +38,27 @@ examples:
   dass synth corpus/                          # 3000 train + 600 eval clips, all sources
   dass synth corpus/ --train 200 --eval 50 --sources procedural
   dass synth corpus/ --haystacks --haystack-seconds 600 --workers 4
+
+--task builds the offline versions of SSAMBA's downstream tasks instead (train/valid/test splits,
+same JSON format; details: dass.data.synth_tasks):
+  keywords    the 35 Speech Commands v2 words, 1 s clips, espeak-ng (+ festival) voices; the test
+              voices never occur in training (--train/--valid/--test clips: 3500/700/1050)
+  speakers    --speakers N synthetic speakers, 2-6 s sentences, split by utterance
+              (--utterances TRAIN,VALID,TEST per speaker: 16,4,6)
+  tagging     the corpus above (built into OUT_DIR/corpus with --train/--eval clips: 600/150, or
+              --from CORPUS) cut into --seconds windows; train/valid from its train clips, test from eval
+  unlabelled  a pretraining pool of --clips clips of --seconds mixing all sources (+ --add DIR ...)
+
+  dass synth data/keywords --task keywords
+  dass synth data/pool --task unlabelled --clips 3000 --seconds 2 --add ~/recordings
 """
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out_dir", metavar="OUT_DIR", help="output directory (created; resumes if present)")
-    parser.add_argument("--train", type=int, default=3000, metavar="N", help="train clips (default 3000)")
-    parser.add_argument("--eval", type=int, default=600, metavar="M", help="eval clips (default 600)")
+    parser.add_argument("--train", type=int, default=None, metavar="N",
+                        help="train clips (default 3000; --task keywords: 3500)")
+    parser.add_argument("--eval", type=int, default=None, metavar="M", help="eval clips (default 600)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--sources", default="procedural,fluidsynth,espeak",
                         help="comma-separated backends to use: procedural, fluidsynth, espeak (default: all)")
@@ -57,6 +71,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--absolute-paths", action="store_true",
                         help="write absolute wav paths in the JSON files (as AST's own datafiles)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    tasks = parser.add_argument_group("tasks (--task)")
+    tasks.add_argument("--task", default=None, choices=("keywords", "speakers", "tagging", "unlabelled"),
+                       help="build a downstream task or the unlabelled pool instead of the corpus")
+    tasks.add_argument("--valid", type=int, default=None, metavar="N", help="keywords: valid clips (default 700)")
+    tasks.add_argument("--test", type=int, default=None, metavar="N", help="keywords: test clips (default 1050)")
+    tasks.add_argument("--speakers", type=int, default=40, metavar="N", help="speakers: how many (default 40)")
+    tasks.add_argument("--utterances", default="16,4,6", metavar="TR,VA,TE",
+                       help="speakers: utterances per speaker in train,valid,test (default 16,4,6)")
+    tasks.add_argument("--seconds", type=float, default=None, metavar="S",
+                       help="tagging: window length (default 3); unlabelled: clip length (default 2)")
+    tasks.add_argument("--clips", type=int, default=3000, metavar="N", help="unlabelled: pool clips (default 3000)")
+    tasks.add_argument("--from", dest="from_corpus", default=None, metavar="CORPUS",
+                       help="tagging: cut this existing dass synth corpus instead of building one")
+    tasks.add_argument("--add", action="append", default=[], metavar="DIR",
+                       help="unlabelled: also list the audio files below DIR (repeatable)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,6 +95,10 @@ def run(args: argparse.Namespace) -> int:
     from ..data.synth import build_corpus
 
     sources = [s.strip() for s in args.sources.split(",") if s.strip()]
+    if args.task is not None:
+        return _run_task(args, sources)
+    args.train = 3000 if args.train is None else args.train
+    args.eval = 600 if args.eval is None else args.eval
     def show(message, *_args, **_kwargs) -> None:  # "dass synth: skipping ..." without the source line
         print(message, file=sys.stderr)
 
@@ -76,6 +109,35 @@ def run(args: argparse.Namespace) -> int:
                              sources=sources, workers=args.workers, haystacks=args.haystacks,
                              haystack_count=args.haystack_count, haystack_seconds=args.haystack_seconds,
                              absolute_paths=args.absolute_paths, progress=not args.quiet)
+    splits = ", ".join(f"{info['clips']} {split}" for split, info in stats["splits"].items())
+    print(f"wrote {args.out_dir}: {splits} clips, {stats['num_classes']} classes "
+          f"({stats['wall_s']:.0f} s wall, {stats['cpu_s']:.0f} s CPU); see {args.out_dir}/stats.md")
+    return 0
+
+
+def _run_task(args: argparse.Namespace, sources: list[str]) -> int:
+    from ..data.synth_tasks import build_task
+    from ..errors import DassError
+
+    common = dict(seed=args.seed, workers=args.workers, progress=not args.quiet)
+    if args.task == "keywords":
+        counts = {k: v for k, v in (("num_train", args.train), ("num_valid", args.valid), ("num_test", args.test))
+                  if v is not None}
+        stats = build_task("keywords", args.out_dir, **counts, **common)
+    elif args.task == "speakers":
+        try:
+            utterances = tuple(int(u) for u in args.utterances.split(","))
+        except ValueError:
+            utterances = ()
+        if len(utterances) != 3:
+            raise DassError(f"--utterances must be three integers TRAIN,VALID,TEST, got {args.utterances!r}")
+        stats = build_task("speakers", args.out_dir, num_speakers=args.speakers, utterances=utterances, **common)
+    elif args.task == "tagging":
+        stats = build_task("tagging", args.out_dir, corpus=args.from_corpus, seconds=args.seconds or 3.0,
+                           num_train=args.train or 600, num_eval=args.eval or 150, sources=tuple(sources), **common)
+    else:
+        stats = build_task("unlabelled", args.out_dir, num_clips=args.clips, seconds=args.seconds or 2.0,
+                           add=args.add, sources=tuple(sources), **common)
     splits = ", ".join(f"{info['clips']} {split}" for split, info in stats["splits"].items())
     print(f"wrote {args.out_dir}: {splits} clips, {stats['num_classes']} classes "
           f"({stats['wall_s']:.0f} s wall, {stats['cpu_s']:.0f} s CPU); see {args.out_dir}/stats.md")
