@@ -3,7 +3,9 @@
 #   bash scripts/install.sh          # the library + CLI
 #   bash scripts/install.sh --test   # ... plus the test dependencies
 # System packages: libsndfile (audio I/O), FluidSynth + the FluidR3 GM soundfont and espeak-ng
-# (real instrument and speech sources for `dass synth`; dass works without them, with fewer classes).
+# (real instrument and speech sources for `dass synth`; dass works without them, with fewer classes),
+# festival with three English voices (recorded diphones / HTS, ~11 MB: more voices for
+# `dass synth --task keywords|speakers`; optional too).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,7 +16,7 @@ case "${1:-}" in
   *) echo "usage: bash scripts/install.sh [--test]" >&2; exit 2 ;;
 esac
 
-pkgs="libsndfile1 fluidsynth fluid-soundfont-gm espeak-ng"
+pkgs="libsndfile1 fluidsynth fluid-soundfont-gm espeak-ng festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts"
 if command -v apt-get >/dev/null 2>&1 && command -v dpkg >/dev/null 2>&1; then
   missing=""
   for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
