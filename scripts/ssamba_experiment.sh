@@ -50,15 +50,16 @@ paths=(data.cache_dir="$data/feature_cache")
 
 # ------------------------------------------------------------------------------------------ 1. data
 echo "[data] $(date -u +%FT%TZ) building the tasks in $data"
-synth_log="$runs/synth.log"
-$DASS synth "$data/pool" --task unlabelled "${pool_args[@]}" --seed 0 --workers "$jobs" --quiet >>"$synth_log" 2>&1
-$DASS synth "$data/keywords" --task keywords "${kws_args[@]}" --seed 0 --workers "$jobs" --quiet >>"$synth_log" 2>&1
-$DASS synth "$data/speakers" --task speakers "${spk_args[@]}" --seed 0 --workers "$jobs" --quiet >>"$synth_log" 2>&1
-$DASS synth "$data/tagging" --task tagging "${tag_args[@]}" --sources procedural,espeak --seed 0 --workers "$jobs" \
+synth_log="$runs/data.log"
+timed() { /usr/bin/time -f "%e %U %S" -a -o "$runs/data.time" "$@"; }  # CPU time of the data stage
+timed $DASS synth "$data/pool" --task unlabelled "${pool_args[@]}" --seed 0 --workers "$jobs" --quiet >>"$synth_log" 2>&1
+timed $DASS synth "$data/keywords" --task keywords "${kws_args[@]}" --seed 0 --workers "$jobs" --quiet >>"$synth_log" 2>&1
+timed $DASS synth "$data/speakers" --task speakers "${spk_args[@]}" --seed 0 --workers "$jobs" --quiet >>"$synth_log" 2>&1
+timed $DASS synth "$data/tagging" --task tagging "${tag_args[@]}" --sources procedural,espeak --seed 0 --workers "$jobs" \
   --quiet >>"$synth_log" 2>&1
 norm() {  # norm DATAFILE FRAMES -> "data.mean=... data.std=..."
   local stats="${1%.json}.norm_stats.json"
-  [ -f "$stats" ] || $DASS norm-stats "$1" --max-length "$2" --out "$stats" --quiet >>"$synth_log" 2>&1
+  [ -f "$stats" ] || timed $DASS norm-stats "$1" --max-length "$2" --out "$stats" --quiet >>"$synth_log" 2>&1
   python3 -c "import json,sys; s=json.load(open(sys.argv[1])); print(f\"data.mean={s['mean']:.7g} data.std={s['std']:.7g}\")" "$stats"
 }
 read -r -a pool_norm <<<"$(norm "$data/pool/unlabelled.json" 200)"
@@ -74,7 +75,8 @@ run() {  # run OUT COMMAND RECIPE [OVERRIDES...]: train/pretrain (resuming), tim
   local resume=()
   if [ -f "$out/checkpoints/last.pt" ]; then resume=(--resume); fi
   echo "[$out] $(date -u +%FT%TZ) start ${resume[*]}"
-  /usr/bin/time -f "%e %U %S" -a -o "$out.time" $DASS "$command" "${resume[@]}" "$@" run.output_dir="$out" >>"$out.log" 2>&1
+  /usr/bin/time -f "%e %U %S" -a -o "$out.time" $DASS "$command" "${resume[@]}" "$@" run.output_dir="$out" \
+    run.progress=false >>"$out.log" 2>&1
   echo "[$out] $(date -u +%FT%TZ) done"
 }
 score() {  # score OUT TEST_JSON TASK FRAMES NORM...: dass evaluate on the test split
@@ -144,7 +146,7 @@ for pid in "${pids[@]}"; do wait "$pid" || status=1; done
 if ls "$claims"/failed_* >/dev/null 2>&1; then status=1; fi
 
 # ------------------------------------------------------------------------------------- 4. report
-python3 scripts/ssamba_report.py --runs "$runs" --data "$data" --seeds "$seeds" --out "$report" \
+python3 scripts/ssamba_report.py --runs "$runs" --seeds "$seeds" --out "$report" \
   --plot "${report%.md}_pretraining.png" --mode "$mode"
 echo "report: $report"
 exit $status

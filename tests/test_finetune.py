@@ -21,7 +21,12 @@ from dass.errors import CheckpointError, ConfigError, DassError
 
 torch.set_num_threads(1)
 SR = 16000
-CLASSES = [("/m/01v_m0", "Sine wave"), ("/m/0chx_", "White noise"), ("/m/0hdsk", "Chirp tone"), ("/m/07qc9xj", "Clicking")]
+CLASSES = [
+    ("/m/01v_m0", "Sine wave"),
+    ("/m/0chx_", "White noise"),
+    ("/m/0hdsk", "Chirp tone"),
+    ("/m/07qc9xj", "Clicking"),
+]
 SSAMBA_MINI = {"embed_dim": 32, "depth": 2, "drop_path_rate": 0.0}
 
 
@@ -63,8 +68,15 @@ def train_config(corpus: Path, out: Path, **sections) -> dict:
         "data": {"train": str(corpus / "train.json"), "eval": str(corpus / "eval.json"), "max_length": 64},
         "augment": {"mixup": 0.0, "freqm": 0, "timem": 0},
         "model": {"name": "ssamba_nano", "args": {**SSAMBA_MINI, "fstride": 16, "tstride": 16, "input_tdim": 64}},
-        "optim": {"batch_size": 4, "epochs": 1, "lr": 1e-3, "warmup_steps": 2, "lr_decay_start": 1,
-                  "lr_decay_every": 1, "wa_start": 0},
+        "optim": {
+            "batch_size": 4,
+            "epochs": 1,
+            "lr": 1e-3,
+            "warmup_steps": 2,
+            "lr_decay_start": 1,
+            "lr_decay_every": 1,
+            "wa_start": 0,
+        },
         "run": {"output_dir": str(out), "checkpoint_every": 0, "progress": False, "eval_batch_size": 8},
     }
     for section, values in sections.items():
@@ -105,15 +117,23 @@ def _encoder_state(state: dict) -> dict:
 # --------------------------------------------------------------------------------------- init_from
 
 
-def test_init_from_an_ssl_folder_starts_from_its_encoder_with_a_fresh_head(corpus: Path, ssl_folder: Path,
-                                                                            tmp_path: Path) -> None:
+def test_init_from_an_ssl_folder_starts_from_its_encoder_with_a_fresh_head(
+    corpus: Path, ssl_folder: Path, tmp_path: Path
+) -> None:
     from safetensors.torch import load_file
 
-    from dass.train.trainer import train
     from dass.train.config import config_from_dict
+    from dass.train.trainer import train
 
-    cfg = train_config(corpus, tmp_path / "run", model={"name": "unused", "init_from": str(ssl_folder),
-                                                          "args": {"fstride": 16, "tstride": 16, "input_tdim": 64}})
+    cfg = train_config(
+        corpus,
+        tmp_path / "run",
+        model={
+            "name": "unused",
+            "init_from": str(ssl_folder),
+            "args": {"fstride": 16, "tstride": 16, "input_tdim": 64},
+        },
+    )
     model = _build(cfg)
     ssl = load_file(str(ssl_folder / "model.safetensors"))
     got = model.state_dict()
@@ -138,8 +158,11 @@ def test_init_from_an_ssl_folder_starts_from_its_encoder_with_a_fresh_head(corpu
 def test_init_from_adapts_the_position_table_and_the_stride(corpus: Path, ssl_folder: Path) -> None:
     from safetensors.torch import load_file
 
-    cfg = train_config(corpus, Path("unused"), model={"init_from": str(ssl_folder),
-                                                      "args": {"fstride": 10, "tstride": 10, "input_tdim": 100}})
+    cfg = train_config(
+        corpus,
+        Path("unused"),
+        model={"init_from": str(ssl_folder), "args": {"fstride": 10, "tstride": 10, "input_tdim": 100}},
+    )
     model = _build(cfg)
     assert model.config.grid == (12, 9) and model.patch_embed.proj.stride == (10, 10)
     ssl = load_file(str(ssl_folder / "model.safetensors"))
@@ -165,8 +188,11 @@ def test_init_from_the_authors_ssl_pth(corpus: Path, ssl_folder: Path, tmp_path:
     from dass.pretrain.checkpoint import export_authors
 
     pth = export_authors(ssl_folder, tmp_path / "ssl.pth")
-    cfg = train_config(corpus, tmp_path / "run", model={"init_from": str(pth),
-                                                          "args": {"fstride": 16, "tstride": 16, "input_tdim": 64}})
+    cfg = train_config(
+        corpus,
+        tmp_path / "run",
+        model={"init_from": str(pth), "args": {"fstride": 16, "tstride": 16, "input_tdim": 64}},
+    )
     model = _build(cfg)
     ssl = load_file(str(ssl_folder / "model.safetensors"))
     got = model.state_dict()
@@ -176,8 +202,9 @@ def test_init_from_the_authors_ssl_pth(corpus: Path, ssl_folder: Path, tmp_path:
     # their fine-tuning geometry: strides 10, the authors' table rule (8 rows, then frequency)
     cfg["model"]["args"] = {"fstride": 10, "tstride": 10, "input_tdim": 128, "drop_path_rate": 0.0}
     model = _build(cfg)
-    _, want = config_and_state_from_authors(torch.load(pth, weights_only=True), fstride=10, tstride=10,
-                                            input_tdim=128, num_classes=4)
+    _, want = config_and_state_from_authors(
+        torch.load(pth, weights_only=True), fstride=10, tstride=10, input_tdim=128, num_classes=4
+    )
     torch.testing.assert_close(model.pos_embed.detach(), want["pos_embed"], rtol=0, atol=0)
     with pytest.raises(CheckpointError, match="no such checkpoint file or folder"):
         _build(train_config(corpus, tmp_path / "x", model={"init_from": str(tmp_path / "missing.pth")}))
@@ -236,8 +263,13 @@ def test_single_label_training_reports_accuracy_and_a_confusion_matrix(corpus: P
     from dass.train.trainer import train
 
     out = tmp_path / "run"
-    cfg = train_config(corpus, out, data={"task": "singlelabel"}, optim={"epochs": 2, "head_lr_multiplier": 2.0},
-                       augment={"mixup": 0.5})
+    cfg = train_config(
+        corpus,
+        out,
+        data={"task": "singlelabel"},
+        optim={"epochs": 2, "head_lr_multiplier": 2.0},
+        augment={"mixup": 0.5},
+    )
     result = train(config_from_dict(cfg))
     header = (out / "metrics.csv").read_text().splitlines()[0]
     assert header.startswith("epoch,global_step,train_loss,lr,accuracy,top5_accuracy,mAP,mAUC,d_prime")
@@ -251,10 +283,28 @@ def test_single_label_training_reports_accuracy_and_a_confusion_matrix(corpus: P
     assert result["accuracy"] == pytest.approx((logits.argmax(1) == labels).float().mean().item())
     assert result["top5_accuracy"] == 1.0
     # dass evaluate gives the same numbers
-    assert main(["evaluate", str(out / "final"), str(corpus / "eval.json"), "--task", "singlelabel",
-                 "--max-length", "64", "--out", str(tmp_path / "m.json"), "--confusion", str(tmp_path / "c.png")]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(out / "final"),
+                str(corpus / "eval.json"),
+                "--task",
+                "singlelabel",
+                "--max-length",
+                "64",
+                "--out",
+                str(tmp_path / "m.json"),
+                "--confusion",
+                str(tmp_path / "c.png"),
+            ]
+        )
+        == 0
+    )
     evaluated = json.loads((tmp_path / "m.json").read_text())
-    assert evaluated["accuracy"] == pytest.approx(result["accuracy"]) and evaluated["mAP"] == pytest.approx(result["mAP"])
+    assert evaluated["accuracy"] == pytest.approx(result["accuracy"]) and evaluated["mAP"] == pytest.approx(
+        result["mAP"]
+    )
     assert (tmp_path / "c.png").exists()
 
 
@@ -266,8 +316,11 @@ def test_single_label_refuses_multi_label_clips(corpus: Path, tmp_path: Path) ->
     entries = json.loads((corpus / "train.json").read_text())["data"]
     entries[3] = {**entries[3], "labels": f"{CLASSES[0][0]},{CLASSES[1][0]}"}
     bad.write_text(json.dumps({"data": [{**e, "wav": str(corpus / e["wav"])} for e in entries]}))
-    cfg = train_config(corpus, tmp_path / "run", data={"task": "singlelabel", "train": str(bad),
-                                                          "labels": str(corpus / "class_labels_indices.csv")})
+    cfg = train_config(
+        corpus,
+        tmp_path / "run",
+        data={"task": "singlelabel", "train": str(bad), "labels": str(corpus / "class_labels_indices.csv")},
+    )
     with pytest.raises(DassError, match=r"multi.json: entry 3 \(.*train_03.wav\) has 2 labels; data.task=singlelabel"):
         train(config_from_dict(cfg))
 

@@ -13,8 +13,10 @@ from dass.errors import AudioError, CheckpointError
 torch.set_num_threads(1)
 MODELS = {
     "ssamba": ("ssamba_nano", {"embed_dim": 32, "depth": 2, "fstride": 16, "tstride": 16, "input_tdim": 100}),
-    "ssast": ("ssast_nano", {"embed_dim": 32, "depth": 1, "num_heads": 2, "fstride": 10, "tstride": 10,
-                             "input_tdim": 100}),
+    "ssast": (
+        "ssast_nano",
+        {"embed_dim": 32, "depth": 1, "num_heads": 2, "fstride": 10, "tstride": 10, "input_tdim": 100},
+    ),
     "dass": ("dass_tiny", {"dims": [8, 16, 16, 16], "depths": [1, 1, 1, 1]}),
 }
 

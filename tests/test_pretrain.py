@@ -49,8 +49,14 @@ def base_config(audio_dir: Path, out: Path, **sections) -> dict:
         "data": {"train": str(audio_dir), "max_length": 64, "valid_clips": 4},
         "model": {"name": "ssamba_nano", "args": {"embed_dim": 32, "depth": 2, "drop_path_rate": 0.0}},
         "optim": {"batch_size": 4, "epochs": 2, "lr": 1e-3, "warmup_steps": 2, "warmup_every": 1},
-        "run": {"output_dir": str(out), "eval_every": 3, "checkpoint_every": 0, "log_every": 1, "progress": False,
-                "eval_batch_size": 4},
+        "run": {
+            "output_dir": str(out),
+            "eval_every": 3,
+            "checkpoint_every": 0,
+            "log_every": 1,
+            "progress": False,
+            "eval_batch_size": 4,
+        },
     }
     for section, values in sections.items():
         cfg[section] = {**cfg.get(section, {}), **values}
@@ -147,7 +153,7 @@ def test_patch_targets_are_unfold_of_the_image() -> None:
     assert patches.shape == (2, 6, 256)
     for f in range(2):
         for t in range(3):
-            block = features[:, 16 * t: 16 * t + 16, 16 * f: 16 * f + 16]  # (B, time, freq)
+            block = features[:, 16 * t : 16 * t + 16, 16 * f : 16 * f + 16]  # (B, time, freq)
             want = block.transpose(1, 2).reshape(2, 256)  # frequency row by row, then time
             torch.testing.assert_close(patches[:, f * 3 + t], want, rtol=0, atol=0)
 
@@ -166,10 +172,10 @@ def _nce_by_hand(pred: torch.Tensor, target: torch.Tensor, temperature: float = 
 def test_masked_nce_and_accuracy_against_the_formula() -> None:
     from dass.pretrain.losses import masked_nce
 
-    target = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]],
-                           [[2.0, 0.0], [0.0, 1.0], [-1.0, 0.5]]])  # (B=2, M=3, K=2)
-    pred = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]],
-                         [[0.0, 1.0], [1.0, 0.0], [-1.0, 0.0]]])
+    target = torch.tensor(
+        [[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], [[2.0, 0.0], [0.0, 1.0], [-1.0, 0.5]]]
+    )  # (B=2, M=3, K=2)
+    pred = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]], [[0.0, 1.0], [1.0, 0.0], [-1.0, 0.0]]])
     loss, accuracy = masked_nce(pred, target)
     by_hand = [_nce_by_hand(pred[i], target[i]) for i in range(2)]
     assert loss.item() == pytest.approx(sum(h[0] for h in by_hand) / 2, rel=1e-6)
@@ -197,7 +203,9 @@ def test_masked_mse_and_random_nce_against_float64_loops() -> None:
 
     g = torch.Generator().manual_seed(0)
     pred, target = torch.randn(3, 7, 5, generator=g), torch.randn(3, 7, 5, generator=g)
-    want = sum(float((pred[b, m, k] - target[b, m, k]) ** 2) for b in range(3) for m in range(7) for k in range(5)) / 105
+    want = (
+        sum(float((pred[b, m, k] - target[b, m, k]) ** 2) for b in range(3) for m in range(7) for k in range(5)) / 105
+    )
     assert masked_mse(pred, target).item() == pytest.approx(want, rel=1e-6)
     loss, acc = masked_nce(pred, target)
     by_hand = [_nce_by_hand(pred[i].double(), target[i].double()) for i in range(3)]
@@ -205,8 +213,10 @@ def test_masked_mse_and_random_nce_against_float64_loops() -> None:
     assert acc.item() == pytest.approx(sum(h[1] for h in by_hand) / 3)
 
 
-@pytest.mark.parametrize("name,args", [("ssamba_nano", {"embed_dim": 32, "depth": 2}),
-                                       ("ssast_nano", {"embed_dim": 32, "depth": 1, "num_heads": 2})])
+@pytest.mark.parametrize(
+    "name,args",
+    [("ssamba_nano", {"embed_dim": 32, "depth": 2}), ("ssast_nano", {"embed_dim": 32, "depth": 1, "num_heads": 2})],
+)
 def test_masked_pass_replaces_masked_embeddings_and_predicts_at_the_masked_tokens(name, args) -> None:
     from dass.models.registry import create_model
     from dass.pretrain.losses import masked_mse, masked_nce, patch_targets
@@ -321,7 +331,12 @@ def test_pretrain_config_overrides_and_errors(tmp_path: Path) -> None:
     recipe = tmp_path / "p.yaml"
     recipe.write_text("data: {train: audio/}\nmasking: {num_masked: 40}\n")
     cfg = load_pretrain_config(recipe, ["objective.temperature=0.1", "model.args.depth=4", "optim.lr=3e-4"])
-    assert (cfg.masking.num_masked, cfg.objective.temperature, cfg.model.args, cfg.optim.lr) == (40, 0.1, {"depth": 4}, 3e-4)
+    assert (cfg.masking.num_masked, cfg.objective.temperature, cfg.model.args, cfg.optim.lr) == (
+        40,
+        0.1,
+        {"depth": 4},
+        3e-4,
+    )
     assert (cfg.optim.weight_decay, cfg.optim.betas, cfg.objective.mse_weight) == (5e-8, [0.95, 0.999], 10.0)
     with pytest.raises(ConfigError, match=r"unknown config key 'masking.m'; valid keys: masking.num_masked"):
         load_pretrain_config(recipe, ["masking.m=3"])
@@ -358,8 +373,13 @@ def test_pretraining_run_writes_logs_checkpoints_and_learns(audio_dir: Path, tmp
     from dass.train.config import config_from_dict
 
     out = tmp_path / "run"
-    cfg = base_config(audio_dir, out, optim={"epochs": 6}, run={"eval_every": 4, "log_every": 2},
-                      model={"name": "ssast_nano", "args": {"embed_dim": 32, "depth": 1, "num_heads": 2}})
+    cfg = base_config(
+        audio_dir,
+        out,
+        optim={"epochs": 6},
+        run={"eval_every": 4, "log_every": 2},
+        model={"name": "ssast_nano", "args": {"embed_dim": 32, "depth": 1, "num_heads": 2}},
+    )
     result = pretrain(config_from_dict(cfg, PretrainConfig))
     assert result["global_steps"] == 12 and result["num_masked"] == 19 and result["valid_masked"] == 25
     assert result["patches"] == 32 and (result["train_clips"], result["valid_clips"]) == (8, 4)
@@ -387,8 +407,24 @@ def test_torchrun_two_processes_equal_one(audio_dir: Path, tmp_path: Path) -> No
     assert one.returncode == 0, one.stderr[-3000:]
     recipe = tmp_path / "two.yaml"
     recipe.write_text(yaml.safe_dump(base_config(audio_dir, tmp_path / "two")))
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          "-m", "dass.cli", "pretrain", str(recipe)], env=ENV, capture_output=True, text=True, timeout=600)
+    two = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "dass.cli",
+            "pretrain",
+            str(recipe),
+        ],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert two.returncode == 0, two.stderr[-3000:]
     # The NCE of each target row is invariant to a shift shared by all the clip's predictions, so
     # cpredlayer.2.bias, and cpredlayer.0.bias at hidden units active for every masked patch, have no
@@ -398,8 +434,12 @@ def test_torchrun_two_processes_equal_one(audio_dir: Path, tmp_path: Path) -> No
     for key in ("cpredlayer.0.bias", "cpredlayer.2.bias"):
         assert (heads_one.pop(key) - heads_two.pop(key)).abs().max().item() <= 1e-3 * 6
     assert max_difference(heads_one, heads_two) < 1e-5
-    assert max_difference(weights(tmp_path / "one/final/model.safetensors"),
-                          weights(tmp_path / "two/final/model.safetensors")) < 1e-5
+    assert (
+        max_difference(
+            weights(tmp_path / "one/final/model.safetensors"), weights(tmp_path / "two/final/model.safetensors")
+        )
+        < 1e-5
+    )
     a, b = (json.loads((tmp_path / d / "final_metrics.json").read_text()) for d in ("one", "two"))
     assert (a["world_size"], b["world_size"]) == (1, 2)
     assert b["valid_accuracy"] == pytest.approx(a["valid_accuracy"], abs=1e-6)
@@ -410,8 +450,11 @@ def test_torchrun_two_processes_equal_one(audio_dir: Path, tmp_path: Path) -> No
 
 def test_sigkill_and_resume_equals_uninterrupted(audio_dir: Path, tmp_path: Path) -> None:
     # drop-path on: the torch RNG must resume too; the plateau and the evaluations sit in the checkpoint
-    overrides = dict(optim={"epochs": 3}, run={"checkpoint_every": 2, "eval_every": 3},
-                     model={"name": "ssamba_nano", "args": {"embed_dim": 32, "depth": 2, "drop_path_rate": 0.1}})
+    overrides = dict(
+        optim={"epochs": 3},
+        run={"checkpoint_every": 2, "eval_every": 3},
+        model={"name": "ssamba_nano", "args": {"embed_dim": 32, "depth": 2, "drop_path_rate": 0.1}},
+    )
     full = _pretrain_in_subprocess(base_config(audio_dir, tmp_path / "full", **overrides))
     assert full.returncode == 0, full.stderr[-3000:]
     cfg = base_config(audio_dir, tmp_path / "killed", **overrides)
@@ -425,8 +468,14 @@ def test_sigkill_and_resume_equals_uninterrupted(audio_dir: Path, tmp_path: Path
     for part in ("model.safetensors", "ssl_heads.safetensors"):
         assert max_difference(weights(tmp_path / "full/final" / part), weights(tmp_path / "killed/final" / part)) == 0.0
     for name in ("train_log.csv", "metrics.csv"):
-        full_rows = [r.split(",")[:-1] if name == "metrics.csv" else r for r in (tmp_path / "full" / name).read_text().splitlines()]
-        killed_rows = [r.split(",")[:-1] if name == "metrics.csv" else r for r in (tmp_path / "killed" / name).read_text().splitlines()]
+        full_rows = [
+            r.split(",")[:-1] if name == "metrics.csv" else r
+            for r in (tmp_path / "full" / name).read_text().splitlines()
+        ]
+        killed_rows = [
+            r.split(",")[:-1] if name == "metrics.csv" else r
+            for r in (tmp_path / "killed" / name).read_text().splitlines()
+        ]
         assert full_rows == killed_rows  # (metrics.csv without the train_seconds column)
 
 
@@ -451,7 +500,9 @@ def test_export_to_the_authors_layout_and_back_is_identical(audio_dir: Path, tmp
     assert (theirs["module.p_input_fdim"].item(), theirs["module.p_input_tdim"].item()) == (128, 64)
     assert theirs["module.v.pos_embed"].shape == (1, 1 + 32, 32) and "module.cpredlayer.2.weight" in theirs
     torch.testing.assert_close(theirs["module.mask_embed"], model.mask_embed.detach(), rtol=0, atol=0)
-    torch.testing.assert_close(theirs["module.gpredlayer.0.weight"], model.gpredlayer[0].weight.detach(), rtol=0, atol=0)
+    torch.testing.assert_close(
+        theirs["module.gpredlayer.0.weight"], model.gpredlayer[0].weight.detach(), rtol=0, atol=0
+    )
     assert main(["pretrain-convert", str(tmp_path / "theirs.pth"), str(tmp_path / "back")]) == 0
     back = load_ssl(tmp_path / "back")
     original = {k: v for k, v in model.state_dict().items() if not k.startswith("encoder.mlp_head.")}
@@ -460,8 +511,16 @@ def test_export_to_the_authors_layout_and_back_is_identical(audio_dir: Path, tmp
     # the authors' fine-tuning conversion reads our export (their code reads the same keys)
     config, state = config_and_state_from_authors(theirs, input_tdim=128, num_classes=5)
     assert config.grid == (12, 12) and state["pos_embed"].shape == (1, 1 + 12 * 12, 32)
-    ast_model = build_model(config_from_dict(base_config(audio_dir, tmp_path / "y", model={
-        "name": "ssast_nano", "args": {"embed_dim": 32, "depth": 1, "num_heads": 2}}), PretrainConfig))
+    ast_model = build_model(
+        config_from_dict(
+            base_config(
+                audio_dir,
+                tmp_path / "y",
+                model={"name": "ssast_nano", "args": {"embed_dim": 32, "depth": 1, "num_heads": 2}},
+            ),
+            PretrainConfig,
+        )
+    )
     save_ssl(ast_model, tmp_path / "ast")
     with pytest.raises(DassError, match="SSAMBA encoders only; this one is ast"):
         export_authors(tmp_path / "ast", tmp_path / "ast.pth")

@@ -19,8 +19,9 @@ pytestmark = pytest.mark.skipif(synth_speech.espeak_available() is not None, rea
 
 
 def digests(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*.flac"))}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*.flac"))
+    }
 
 
 def entries(path: Path) -> list[dict]:
@@ -28,8 +29,8 @@ def entries(path: Path) -> list[dict]:
 
 
 def test_keywords_deterministic_with_unseen_test_voices(tmp_path: Path) -> None:
-    from dass.data.synth_tasks import KEYWORDS, TEST_VARIANTS, VALID_VARIANTS, build_keywords
     from dass.data.labels import read_class_labels_csv
+    from dass.data.synth_tasks import KEYWORDS, TEST_VARIANTS, VALID_VARIANTS, build_keywords
 
     kwargs = dict(num_train=40, num_valid=8, num_test=12, seed=3, workers=1, progress=False)
     stats = build_keywords(tmp_path / "a", **kwargs)
@@ -82,13 +83,14 @@ def test_speakers_split_by_utterance(tmp_path: Path) -> None:
 
 
 def test_tagging_windows_take_their_labels_from_the_events(tmp_path: Path) -> None:
+    from dass.data.labels import read_class_labels_csv
     from dass.data.synth import build_corpus
     from dass.data.synth_sources import SOURCES
     from dass.data.synth_tasks import build_tagging
-    from dass.data.labels import read_class_labels_csv
 
-    build_corpus(tmp_path / "corpus", num_train=10, num_eval=3, seed=2, sources=["procedural"], workers=1,
-                 progress=False)
+    build_corpus(
+        tmp_path / "corpus", num_train=10, num_eval=3, seed=2, sources=["procedural"], workers=1, progress=False
+    )
     stats = build_tagging(tmp_path / "tag", corpus=tmp_path / "corpus", seconds=2.5, workers=1, progress=False)
     assert {s: i["clips"] for s, i in stats["splits"].items()} == {"train": 9 * 4, "valid": 1 * 4, "test": 3 * 4}
     mids = {label.display_name: label.mid for label in read_class_labels_csv(tmp_path / "tag/class_labels_indices.csv")}
@@ -104,13 +106,13 @@ def test_tagging_windows_take_their_labels_from_the_events(tmp_path: Path) -> No
                 want |= {mids[n] for n in SOURCES[event["source"]].labels}
         assert set(filter(None, windows[w]["labels"].split(","))) == want
         wave, _ = soundfile.read(tmp_path / "tag" / windows[w]["wav"], dtype="float32")
-        np.testing.assert_allclose(wave, source_wave[int(start * 16000): int(end * 16000)], atol=1e-4)
+        np.testing.assert_allclose(wave, source_wave[int(start * 16000) : int(end * 16000)], atol=1e-4)
     assert entries(tmp_path / "tag/test.json")[0]["wav"].startswith("audio/test/eval_000000_w0")
 
 
 def test_unlabelled_pool_mixes_sources_with_training_voices(tmp_path: Path) -> None:
     from dass.audio import save_audio
-    from dass.data.synth_tasks import keyword_voices, build_unlabelled, festival_voices
+    from dass.data.synth_tasks import build_unlabelled, festival_voices, keyword_voices
     from dass.data.unlabelled import list_audio_files
 
     extra = tmp_path / "mine"
@@ -119,7 +121,9 @@ def test_unlabelled_pool_mixes_sources_with_training_voices(tmp_path: Path) -> N
     kwargs = dict(num_clips=24, seconds=2.0, seed=1, sources=("procedural", "espeak"), workers=1, progress=False)
     stats = build_unlabelled(tmp_path / "pool", add=[str(extra)], **kwargs)
     pool = entries(tmp_path / "pool/unlabelled.json")
-    assert len(pool) == 25 and all(e["labels"] == "" for e in pool) and pool[-1]["wav"] == str((extra / "a.wav").resolve())
+    assert (
+        len(pool) == 25 and all(e["labels"] == "" for e in pool) and pool[-1]["wav"] == str((extra / "a.wav").resolve())
+    )
     kinds = {e["kind"] for e in pool}
     assert kinds >= {"words", "utterance", "scene", "added"}
     train_voices = {str(v) for v in keyword_voices("train", festival_voices())}
@@ -137,8 +141,26 @@ def test_unlabelled_pool_mixes_sources_with_training_voices(tmp_path: Path) -> N
 def test_cli_synth_task(tmp_path: Path, capsys) -> None:
     from dass.cli import main
 
-    assert main(["synth", str(tmp_path / "k"), "--task", "keywords", "--train", "5", "--valid", "2", "--test", "2",
-                 "--workers", "1", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "synth",
+                str(tmp_path / "k"),
+                "--task",
+                "keywords",
+                "--train",
+                "5",
+                "--valid",
+                "2",
+                "--test",
+                "2",
+                "--workers",
+                "1",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert "5 train, 2 valid, 2 test clips, 35 classes" in capsys.readouterr().out
     assert main(["synth", str(tmp_path / "s"), "--task", "speakers", "--utterances", "1,1", "--quiet"]) == 1
     assert "--utterances must be three integers" in capsys.readouterr().err

@@ -50,13 +50,16 @@ class HearModel(nn.Module):
 
     sample_rate = 16000
 
-    def __init__(self, encoder: nn.Module, mean: float = AUDIOSET_MEAN, std: float = AUDIOSET_STD,
-                 batch_size: int = 16) -> None:
+    def __init__(
+        self, encoder: nn.Module, mean: float = AUDIOSET_MEAN, std: float = AUDIOSET_STD, batch_size: int = 16
+    ) -> None:
         super().__init__()
         self.encoder = encoder.eval()
         self.kind = getattr(encoder, "model_type", "")
         if self.kind not in ("ssamba", "ast", "dass"):
-            raise CheckpointError(f"dass.hear serves SSAMBA, AST/SSAST and DASS encoders, not {self.kind or type(encoder)}")
+            raise CheckpointError(
+                f"dass.hear serves SSAMBA, AST/SSAST and DASS encoders, not {self.kind or type(encoder)}"
+            )
         self.extractor = FeatureExtractor(sampling_rate=self.sample_rate, max_length=None, mean=mean, std=std)
         self.batch_size = int(batch_size)
         with torch.no_grad():  # the sizes, measured on 1 s of silence
@@ -80,7 +83,7 @@ class HearModel(nn.Module):
         device = next(self.encoder.parameters()).device
         scenes, columns = [], []
         for start in range(0, features.shape[0], self.batch_size):
-            x = features[start: start + self.batch_size].to(device)
+            x = features[start : start + self.batch_size].to(device)
             scene, per_column = self._encode(x)
             scenes.append(scene.float())
             columns.append(per_column.float())
@@ -99,7 +102,7 @@ class HearModel(nn.Module):
             x = torch.nn.functional.pad(x, (0, 0, 0, e.config.patch_size - x.shape[1]))
         freq, time = e.patch_grid(x.shape[1])
         tokens = e.forward_tokens(e.patch_embed(x.unsqueeze(1).transpose(2, 3)), time)
-        patches = tokens[:, e.num_prefix_tokens:].reshape(x.shape[0], freq, time, -1)  # frequency-major grid
+        patches = tokens[:, e.num_prefix_tokens :].reshape(x.shape[0], freq, time, -1)  # frequency-major grid
         per_column = patches.permute(0, 2, 1, 3).reshape(x.shape[0], time, -1)  # (n, T', F'·D)
         if self.kind == "ssamba":
             scene = e.pool(tokens)
@@ -140,13 +143,21 @@ def _load_encoder(path: Path) -> nn.Module:
     return from_pretrained(path)
 
 
-def load_model(model_file_path: str = "", *, mean: float = AUDIOSET_MEAN, std: float = AUDIOSET_STD,
-               device: str | torch.device = "cpu", batch_size: int = 16) -> HearModel:
+def load_model(
+    model_file_path: str = "",
+    *,
+    mean: float = AUDIOSET_MEAN,
+    std: float = AUDIOSET_STD,
+    device: str | torch.device = "cpu",
+    batch_size: int = 16,
+) -> HearModel:
     """The HEAR model for a checkpoint (see the module docstring); ``mean`` / ``std``: the fbank statistics."""
     if not model_file_path:
-        raise CheckpointError("dass.hear.load_model needs a checkpoint path: a dass folder (dass pretrain / dass train "
-                              "output, save_pretrained), the authors' SSAMBA .pth, or anything dass.from_pretrained "
-                              "reads (dass ships no default weights)")
+        raise CheckpointError(
+            "dass.hear.load_model needs a checkpoint path: a dass folder (dass pretrain / dass train "
+            "output, save_pretrained), the authors' SSAMBA .pth, or anything dass.from_pretrained "
+            "reads (dass ships no default weights)"
+        )
     path = Path(os.fspath(model_file_path)).expanduser()
     if not path.exists():
         raise CheckpointError(f"no such checkpoint file or folder: {path}")

@@ -44,9 +44,13 @@ def run(args: argparse.Namespace) -> int:
     from ..train.tasks import check_single_label, confusion_matrix, plot_confusion
     from ..train.trainer import _atomic_bytes, evaluate, metrics_text
 
-    dataset = AudioTaggingDataset(args.datafile, args.labels, max_length=args.max_length,
-                                  mean=AUDIOSET_MEAN if args.mean is None else args.mean,
-                                  std=AUDIOSET_STD if args.std is None else args.std)
+    dataset = AudioTaggingDataset(
+        args.datafile,
+        args.labels,
+        max_length=args.max_length,
+        mean=AUDIOSET_MEAN if args.mean is None else args.mean,
+        std=AUDIOSET_STD if args.std is None else args.std,
+    )
     if args.task == "singlelabel":
         check_single_label(dataset)
     model = from_pretrained(args.model)
@@ -57,8 +61,16 @@ def run(args: argparse.Namespace) -> int:
     metrics, scores, targets = evaluate(model, loader, torch.device("cpu"), DistInfo(), False, args.task, outputs=True)
     print(f"{args.datafile}: {metrics_text(metrics)} ({len(dataset)} clips)")
     if args.out:
-        _atomic_bytes(Path(args.out), (json.dumps({**metrics, "clips": len(dataset), "datafile": str(args.datafile),
-                                                   "model": str(args.model)}, indent=2) + "\n").encode())
+        _atomic_bytes(
+            Path(args.out),
+            (
+                json.dumps(
+                    {**metrics, "clips": len(dataset), "datafile": str(args.datafile), "model": str(args.model)},
+                    indent=2,
+                )
+                + "\n"
+            ).encode(),
+        )
     if args.confusion:
         if args.task != "singlelabel":
             raise ConfigError("--confusion needs --task singlelabel")

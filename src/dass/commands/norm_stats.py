@@ -20,8 +20,13 @@ SOURCE is an AST JSON datafile, a text list of audio paths or a directory of aud
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", metavar="DATAFILE", help="AST JSON datafile, text list of audio files, or directory")
-    parser.add_argument("--max-length", type=int, default=None, metavar="FRAMES",
-                        help="cut each clip to this many frames (as training does; default: whole clips)")
+    parser.add_argument(
+        "--max-length",
+        type=int,
+        default=None,
+        metavar="FRAMES",
+        help="cut each clip to this many frames (as training does; default: whole clips)",
+    )
     parser.add_argument("--max-clips", type=int, default=None, metavar="N", help="use the first N clips only")
     parser.add_argument("--out", default=None, metavar="JSON", help="also write the statistics to this JSON file")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -34,13 +39,16 @@ def run(args: argparse.Namespace) -> int:
     from ..data.norm_stats import fbank_statistics
     from ..train.trainer import _atomic_bytes
 
-    stats = fbank_statistics(args.source, max_length=args.max_length, max_clips=args.max_clips,
-                             progress=not args.quiet)
+    stats = fbank_statistics(args.source, max_length=args.max_length, max_clips=args.max_clips, progress=not args.quiet)
     print(f"mean {stats['mean']:.7g}  std {stats['std']:.7g}  ({stats['clips']} clips, {stats['frames']} frames)")
     print(f"recipe overrides: data.mean={stats['mean']:.7g} data.std={stats['std']:.7g}")
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_bytes(out, (json.dumps({**stats, "source": str(args.source), "max_length": args.max_length},
-                                       indent=2) + "\n").encode())
+        _atomic_bytes(
+            out,
+            (
+                json.dumps({**stats, "source": str(args.source), "max_length": args.max_length}, indent=2) + "\n"
+            ).encode(),
+        )
     return 0

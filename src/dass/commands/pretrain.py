@@ -35,8 +35,12 @@ it in the authors' .pth layout (SSAMBA) and reads theirs.
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="YAML recipe (see recipes/pretrain_*.yaml); 'none' starts from the defaults")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                        help="config overrides with dotted keys, e.g. optim.lr=3e-4 data.train=audio/")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="config overrides with dotted keys, e.g. optim.lr=3e-4 data.train=audio/",
+    )
     parser.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoints/last.pt")
 
 

@@ -23,8 +23,15 @@ from ..errors import DassError
 __all__ = ["fbank_statistics"]
 
 
-def fbank_statistics(source: str | os.PathLike, *, max_length: int | None = None, max_clips: int | None = None,
-                     sample_rate: int = 16000, num_mel_bins: int = 128, progress: bool = False) -> dict[str, float]:
+def fbank_statistics(
+    source: str | os.PathLike,
+    *,
+    max_length: int | None = None,
+    max_clips: int | None = None,
+    sample_rate: int = 16000,
+    num_mel_bins: int = 128,
+    progress: bool = False,
+) -> dict[str, float]:
     """``{"mean", "std", "clips", "frames"}`` of the fbank of ``source``'s clips (the first ``max_clips``)."""
     from tqdm import tqdm
 

@@ -42,9 +42,10 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import soundfile
@@ -56,9 +57,22 @@ from .synth import _check_config, _cpu_seconds, _write_flac, _write_text
 from .synth_procedural import PROCEDURAL_GENERATORS, SAMPLE_RATE, room_tone
 from .synth_speech import espeak_available, random_sentence, speak
 
-__all__ = ["FESTIVAL_VOICES", "KEYWORDS", "TASKS", "TEST_VARIANTS", "VALID_VARIANTS", "Voice", "build_keywords",
-           "build_speakers", "build_tagging", "build_task", "build_unlabelled", "festival_voices", "keyword_voices",
-           "speaker_table"]
+__all__ = [
+    "FESTIVAL_VOICES",
+    "KEYWORDS",
+    "TASKS",
+    "TEST_VARIANTS",
+    "VALID_VARIANTS",
+    "Voice",
+    "build_keywords",
+    "build_speakers",
+    "build_tagging",
+    "build_task",
+    "build_unlabelled",
+    "festival_voices",
+    "keyword_voices",
+    "speaker_table",
+]
 
 TASKS = ("keywords", "speakers", "tagging", "unlabelled")
 FORMAT_VERSION = 1
@@ -67,17 +81,101 @@ _TASK_IDS = {"keywords": 11, "speakers": 12, "tagging": 13, "unlabelled": 14}
 _SPLIT_IDS = {"train": 1, "valid": 2, "test": 3, "pool": 4}
 
 #: The 35 words of Speech Commands v2.
-KEYWORDS = ("backward", "bed", "bird", "cat", "dog", "down", "eight", "five", "follow", "forward", "four", "go",
-            "happy", "house", "learn", "left", "marvin", "nine", "no", "off", "on", "one", "right", "seven",
-            "sheila", "six", "stop", "three", "tree", "two", "up", "visual", "wow", "yes", "zero")
+KEYWORDS = (
+    "backward",
+    "bed",
+    "bird",
+    "cat",
+    "dog",
+    "down",
+    "eight",
+    "five",
+    "follow",
+    "forward",
+    "four",
+    "go",
+    "happy",
+    "house",
+    "learn",
+    "left",
+    "marvin",
+    "nine",
+    "no",
+    "off",
+    "on",
+    "one",
+    "right",
+    "seven",
+    "sheila",
+    "six",
+    "stop",
+    "three",
+    "tree",
+    "two",
+    "up",
+    "visual",
+    "wow",
+    "yes",
+    "zero",
+)
 #: English espeak-ng languages (accents); every split uses all of them.
-ESPEAK_ACCENTS = ("en-gb", "en-us", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp", "en-gb-x-gbcwmd",
-                  "en-029", "en-us-nyc")
+ESPEAK_ACCENTS = (
+    "en-gb",
+    "en-us",
+    "en-gb-scotland",
+    "en-gb-x-gbclan",
+    "en-gb-x-rp",
+    "en-gb-x-gbcwmd",
+    "en-029",
+    "en-us-nyc",
+)
 #: espeak-ng voice variants (files in espeak-ng-data/voices/!v) that sound like people.
-ESPEAK_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "f1", "f2", "f3", "f4", "f5", "adam", "Alex",
-                   "Alicia", "Andrea", "Andy", "Annie", "aunty", "belinda", "benjamin", "boris", "caleb", "david",
-                   "ed", "edward", "Gene", "grandma", "grandpa", "Hugo", "iven", "Jacky", "john", "linda", "Lee",
-                   "max", "Michael", "norbert", "paul", "quincy", "robert", "steph", "victor")
+ESPEAK_VARIANTS = (
+    "m1",
+    "m2",
+    "m3",
+    "m4",
+    "m5",
+    "m6",
+    "m7",
+    "m8",
+    "f1",
+    "f2",
+    "f3",
+    "f4",
+    "f5",
+    "adam",
+    "Alex",
+    "Alicia",
+    "Andrea",
+    "Andy",
+    "Annie",
+    "aunty",
+    "belinda",
+    "benjamin",
+    "boris",
+    "caleb",
+    "david",
+    "ed",
+    "edward",
+    "Gene",
+    "grandma",
+    "grandpa",
+    "Hugo",
+    "iven",
+    "Jacky",
+    "john",
+    "linda",
+    "Lee",
+    "max",
+    "Michael",
+    "norbert",
+    "paul",
+    "quincy",
+    "robert",
+    "steph",
+    "victor",
+)
 #: Held-out variants: the valid and test splits of the keyword task (never in train, never in the pool).
 VALID_VARIANTS = ("m4", "f3", "Andy", "grandpa", "max", "steph")
 TEST_VARIANTS = ("m7", "f5", "Annie", "boris", "edward", "iven", "linda", "quincy")
@@ -109,8 +207,9 @@ def festival_voices() -> tuple[str, ...]:
     if "voices" not in _FESTIVAL_CACHE:
         found: tuple[str, ...] = ()
         if shutil.which("festival"):
-            result = subprocess.run(["festival", "--pipe"], input="(print (voice.list))\n", capture_output=True,
-                                    text=True, timeout=60)
+            result = subprocess.run(
+                ["festival", "--pipe"], input="(print (voice.list))\n", capture_output=True, text=True, timeout=60
+            )
             listed = set(result.stdout.replace("(", " ").replace(")", " ").split())
             found = tuple(v for v in FESTIVAL_VOICES if v in listed)
         _FESTIVAL_CACHE["voices"] = found
@@ -127,8 +226,11 @@ def _engines() -> dict[str, Any]:
 def keyword_voices(split: str, festival: tuple[str, ...] | list[str] = ()) -> list[Voice]:
     """The voices of a keyword split: train = all variants but the held-out ones; valid / test = theirs."""
     held_out = set(VALID_VARIANTS) | set(TEST_VARIANTS)
-    variants = {"train": [v for v in ESPEAK_VARIANTS if v not in held_out], "valid": list(VALID_VARIANTS),
-                "test": list(TEST_VARIANTS)}[split]
+    variants = {
+        "train": [v for v in ESPEAK_VARIANTS if v not in held_out],
+        "valid": list(VALID_VARIANTS),
+        "test": list(TEST_VARIANTS),
+    }[split]
     voices = [Voice("espeak", f"{accent}+{variant}") for variant in variants for accent in ESPEAK_ACCENTS]
     voices += [Voice("festival", name) for name in festival if FESTIVAL_VOICES[name] == split]
     return voices
@@ -158,8 +260,11 @@ def _festival_batch(items: list[SpeechItem]) -> list[np.ndarray]:
         lines = []
         for k, item in enumerate(items):
             text = item.text.replace("\\", " ").replace('"', " ")
-            lines += [f"(voice_{item.voice.name})", f"(Parameter.set 'Duration_Stretch {item.rate:.4f})",
-                      f'(utt.save.wave (utt.synth (Utterance Text "{text}")) "{tmp}/{k}.wav" \'riff)']
+            lines += [
+                f"(voice_{item.voice.name})",
+                f"(Parameter.set 'Duration_Stretch {item.rate:.4f})",
+                f'(utt.save.wave (utt.synth (Utterance Text "{text}")) "{tmp}/{k}.wav" \'riff)',
+            ]
         script = Path(tmp) / "script.scm"
         script.write_text("\n".join(lines) + "\n", encoding="utf-8")
         result = subprocess.run(["festival", "-b", str(script)], capture_output=True, text=True, timeout=600)
@@ -167,8 +272,10 @@ def _festival_batch(items: list[SpeechItem]) -> list[np.ndarray]:
         for k in range(len(items)):
             path = Path(tmp) / f"{k}.wav"
             if result.returncode != 0 or not path.exists():
-                raise DassError(f"festival failed for voice {items[k].voice.name!r} (exit {result.returncode}): "
-                                f"{result.stderr.strip()[-300:]}")
+                raise DassError(
+                    f"festival failed for voice {items[k].voice.name!r} (exit {result.returncode}): "
+                    f"{result.stderr.strip()[-300:]}"
+                )
             audio, rate = soundfile.read(path, dtype="float32", always_2d=True)
             waves.append(soxr.resample(audio.mean(axis=1), rate, SAMPLE_RATE, quality="HQ").astype(np.float32))
     return waves
@@ -195,7 +302,7 @@ def trim_silence(wave: np.ndarray, floor_db: float = 40.0, pad_s: float = 0.02) 
     energy = np.mean(wave[:usable].astype(np.float64).reshape(-1, frame) ** 2, axis=1)
     active = np.flatnonzero(energy >= energy.max() * 10 ** (-floor_db / 10))
     pad = int(pad_s * SAMPLE_RATE)
-    return wave[max(0, active[0] * frame - pad): min(len(wave), (active[-1] + 1) * frame + pad)]
+    return wave[max(0, active[0] * frame - pad) : min(len(wave), (active[-1] + 1) * frame + pad)]
 
 
 def background(rng: np.random.Generator, kind: str, num_samples: int) -> np.ndarray:
@@ -246,7 +353,9 @@ def _rng(*key: int) -> np.random.Generator:
 def _espeak_item(rng: np.random.Generator, voice: Voice, text: str, warp_range=(0.92, 1.08)) -> SpeechItem:
     if voice.engine == "festival":
         return SpeechItem(voice, text, float(rng.uniform(0.8, 1.3)), 50, float(rng.uniform(*warp_range)))
-    return SpeechItem(voice, text, float(rng.uniform(120, 220)), int(rng.integers(20, 81)), float(rng.uniform(*warp_range)))
+    return SpeechItem(
+        voice, text, float(rng.uniform(120, 220)), int(rng.integers(20, 81)), float(rng.uniform(*warp_range))
+    )
 
 
 def plan_keyword(seed: int, split: str, index: int, voices: list[Voice]) -> ClipPlan:
@@ -258,7 +367,9 @@ def plan_keyword(seed: int, split: str, index: int, voices: list[Voice]) -> Clip
     pool = festival if festival and rng.random() < FESTIVAL_SHARE else espeak
     voice = pool[int(rng.integers(len(pool)))]
     item = _espeak_item(rng, voice, KEYWORDS[word])
-    return ClipPlan(split, index, word, "keyword", (item,), (seed, _TASK_IDS["keywords"], _SPLIT_IDS[split], index), 1.0)
+    return ClipPlan(
+        split, index, word, "keyword", (item,), (seed, _TASK_IDS["keywords"], _SPLIT_IDS[split], index), 1.0
+    )
 
 
 @dataclass(frozen=True)
@@ -305,20 +416,28 @@ def plan_utterance(seed: int, split: str, index: int, speaker: Speaker, utteranc
         sentences.append(sentence)
         words += len(sentence.split())
     item = SpeechItem(speaker.voice, " ".join(sentences), speaker.rate, speaker.pitch, speaker.warp)
-    return ClipPlan(split, index, speaker.index, "utterance", (item,),
-                    (seed, _TASK_IDS["speakers"], speaker.index + 1, utterance), seconds)
+    return ClipPlan(
+        split,
+        index,
+        speaker.index,
+        "utterance",
+        (item,),
+        (seed, _TASK_IDS["speakers"], speaker.index + 1, utterance),
+        seconds,
+    )
 
 
 # ---------------------------------------------------------------------------------------- rendering
 
 
-def _place(rng: np.random.Generator, speech: np.ndarray, num_samples: int, snr_db: float, noise_kind: str,
-           peak_db: float) -> np.ndarray:
+def _place(
+    rng: np.random.Generator, speech: np.ndarray, num_samples: int, snr_db: float, noise_kind: str, peak_db: float
+) -> np.ndarray:
     """``speech`` at a random offset in ``num_samples`` over a background at ``snr_db`` (speech RMS)."""
     speech = speech[:num_samples].astype(np.float64)
     offset = int(rng.integers(0, num_samples - len(speech) + 1))
     mix = np.zeros(num_samples)
-    mix[offset: offset + len(speech)] = speech / _rms(speech)
+    mix[offset : offset + len(speech)] = speech / _rms(speech)
     mix += background(rng, noise_kind, num_samples) * 10 ** (-snr_db / 20)
     return _finish(mix, peak_db)
 
@@ -380,13 +499,17 @@ def _scene_windows(plans: list[ClipPlan]) -> dict[str, np.ndarray]:
     first = min(p.extra[1] for p in plans) // CHUNK * CHUNK
     last = max(p.extra[1] for p in plans)
     sources = sources_for_backends(tuple(backends))
-    rendered = dict(zip(range(first, last + 1),
-                        render_clips([plan_clip(scene_seed, "train", k, sources) for k in range(first, last + 1)])))
+    rendered = dict(
+        zip(
+            range(first, last + 1),
+            render_clips([plan_clip(scene_seed, "train", k, sources) for k in range(first, last + 1)]),
+        )
+    )
     out = {}
     for p in plans:
         scene_seed, scene_index, start_s, _ = p.extra
         start = int(round(start_s * SAMPLE_RATE))
-        out[p.name] = rendered[scene_index][start: start + int(round(p.seconds * SAMPLE_RATE))]
+        out[p.name] = rendered[scene_index][start : start + int(round(p.seconds * SAMPLE_RATE))]
     return out
 
 
@@ -395,8 +518,9 @@ def _run_task(task: tuple) -> int:
     return function(*arguments)
 
 
-def _render_all(out: Path, plans: list[ClipPlan], workers: int, progress: bool, chunk_of: Callable[[ClipPlan], Any]
-                ) -> None:
+def _render_all(
+    out: Path, plans: list[ClipPlan], workers: int, progress: bool, chunk_of: Callable[[ClipPlan], Any]
+) -> None:
     """Write every missing clip of ``plans``, grouped into chunks by ``chunk_of`` (rendered together)."""
     from tqdm import tqdm
 
@@ -448,13 +572,19 @@ def _prepare(out_dir: str | os.PathLike, options: dict[str, Any], workers: int) 
     return out
 
 
-def _write_split_files(out: Path, plans_by_split: dict[str, list[ClipPlan]], labels: list[LabelInfo],
-                       extra: Callable[[ClipPlan], dict[str, Any]] | None = None) -> None:
+def _write_split_files(
+    out: Path,
+    plans_by_split: dict[str, list[ClipPlan]],
+    labels: list[LabelInfo],
+    extra: Callable[[ClipPlan], dict[str, Any]] | None = None,
+) -> None:
     for split, plans in plans_by_split.items():
         data = []
         for plan in plans:
-            entry = {"wav": f"audio/{plan.split}/{plan.name}.flac",
-                     "labels": "" if plan.label is None else labels[plan.label].mid}
+            entry = {
+                "wav": f"audio/{plan.split}/{plan.name}.flac",
+                "labels": "" if plan.label is None else labels[plan.label].mid,
+            }
             if extra is not None:
                 entry.update(extra(plan))
             data.append(entry)
@@ -462,28 +592,54 @@ def _write_split_files(out: Path, plans_by_split: dict[str, list[ClipPlan]], lab
     write_class_labels_csv(out / "class_labels_indices.csv", labels)
 
 
-def _write_stats(out: Path, task: str, options: dict[str, Any], plans_by_split: dict[str, list[ClipPlan]],
-                 labels: list[LabelInfo], started: tuple[float, float], notes: list[str],
-                 class_counts: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+def _write_stats(
+    out: Path,
+    task: str,
+    options: dict[str, Any],
+    plans_by_split: dict[str, list[ClipPlan]],
+    labels: list[LabelInfo],
+    started: tuple[float, float],
+    notes: list[str],
+    class_counts: dict[str, np.ndarray] | None = None,
+) -> dict[str, Any]:
     """stats.json / stats.md; ``class_counts`` (positives per class and split) for multi-label tasks."""
     splits = {}
     for split, plans in plans_by_split.items():
         if class_counts is not None:
             counts = class_counts[split]
         else:
-            counts = np.bincount([p.label for p in plans if p.label is not None], minlength=len(labels)) if labels else []
-        splits[split] = {"clips": len(plans), "seconds": round(sum(p.seconds for p in plans), 2),
-                         "min_per_class": int(np.min(counts)) if len(counts) else 0,
-                         "max_per_class": int(np.max(counts)) if len(counts) else 0}
-    stats = {"task": task, "config": options, "num_classes": len(labels), "splits": splits,
-             "wall_s": round(time.perf_counter() - started[0], 2), "cpu_s": round(_cpu_seconds() - started[1], 2),
-             "notes": notes}
+            counts = (
+                np.bincount([p.label for p in plans if p.label is not None], minlength=len(labels)) if labels else []
+            )
+        splits[split] = {
+            "clips": len(plans),
+            "seconds": round(sum(p.seconds for p in plans), 2),
+            "min_per_class": int(np.min(counts)) if len(counts) else 0,
+            "max_per_class": int(np.max(counts)) if len(counts) else 0,
+        }
+    stats = {
+        "task": task,
+        "config": options,
+        "num_classes": len(labels),
+        "splits": splits,
+        "wall_s": round(time.perf_counter() - started[0], 2),
+        "cpu_s": round(_cpu_seconds() - started[1], 2),
+        "notes": notes,
+    }
     _write_text(out / "stats.json", json.dumps(stats, indent=1) + "\n")
-    lines = [f"# dass synth --task {task}", "", f"{len(labels)} classes, seed {options.get('seed')}.", "",
-             "| split | clips | audio | clips (positives) per class |", "|---|---|---|---|"]
+    lines = [
+        f"# dass synth --task {task}",
+        "",
+        f"{len(labels)} classes, seed {options.get('seed')}.",
+        "",
+        "| split | clips | audio | clips (positives) per class |",
+        "|---|---|---|---|",
+    ]
     for split, info in splits.items():
-        lines.append(f"| {split} | {info['clips']} | {info['seconds'] / 60:.1f} min | "
-                     f"{info['min_per_class']}-{info['max_per_class']} |")
+        lines.append(
+            f"| {split} | {info['clips']} | {info['seconds'] / 60:.1f} min | "
+            f"{info['min_per_class']}-{info['max_per_class']} |"
+        )
     lines += ["", f"Wall time {stats['wall_s']:.1f} s, CPU time {stats['cpu_s']:.1f} s.", ""] + notes
     _write_text(out / "stats.md", "\n".join(lines) + "\n")
     return stats
@@ -492,8 +648,16 @@ def _write_stats(out: Path, task: str, options: dict[str, Any], plans_by_split: 
 # ------------------------------------------------------------------------------------------ builders
 
 
-def build_keywords(out_dir: str | os.PathLike, *, num_train: int = 3500, num_valid: int = 700, num_test: int = 1050,
-                   seed: int = 0, workers: int = 2, progress: bool = True) -> dict[str, Any]:
+def build_keywords(
+    out_dir: str | os.PathLike,
+    *,
+    num_train: int = 3500,
+    num_valid: int = 700,
+    num_test: int = 1050,
+    seed: int = 0,
+    workers: int = 2,
+    progress: bool = True,
+) -> dict[str, Any]:
     """The keyword-spotting task (see the module docstring); returns the statistics (also stats.json)."""
     started = (time.perf_counter(), _cpu_seconds())
     engines = _engines()
@@ -511,21 +675,35 @@ def build_keywords(out_dir: str | os.PathLike, *, num_train: int = 3500, num_val
     _render_all(out, all_plans, workers, progress, lambda p: (p.split, p.index // CHUNK))
     _write_split_files(out, plans_by_split, labels, lambda p: {"voice": str(p.speech[0].voice)})
     voices = {s: sorted({str(p.speech[0].voice) for p in plans}) for s, plans in plans_by_split.items()}
-    notes = [f"Voices per split: " + ", ".join(f"{s} {len(v)}" for s, v in voices.items()) + "; "
-             f"train and test share none: {not set(voices['train']) & set(voices['test'])}.",
-             f"festival voices: {', '.join(festival) or 'none installed'}."]
+    notes = [
+        "Voices per split: " + ", ".join(f"{s} {len(v)}" for s, v in voices.items()) + "; "
+        f"train and test share none: {not set(voices['train']) & set(voices['test'])}.",
+        f"festival voices: {', '.join(festival) or 'none installed'}.",
+    ]
     return _write_stats(out, "keywords", options, plans_by_split, labels, started, notes)
 
 
-def build_speakers(out_dir: str | os.PathLike, *, num_speakers: int = 40, utterances: tuple[int, int, int] = (16, 4, 6),
-                   seed: int = 0, workers: int = 2, progress: bool = True) -> dict[str, Any]:
+def build_speakers(
+    out_dir: str | os.PathLike,
+    *,
+    num_speakers: int = 40,
+    utterances: tuple[int, int, int] = (16, 4, 6),
+    seed: int = 0,
+    workers: int = 2,
+    progress: bool = True,
+) -> dict[str, Any]:
     """The speaker-identification task: ``utterances`` = (train, valid, test) per speaker."""
     started = (time.perf_counter(), _cpu_seconds())
     engines = _engines()
     if any(u < 1 for u in utterances):
         raise DassError(f"every split needs >= 1 utterance per speaker, got {utterances}")
-    options = {"task": "speakers", "seed": seed, "engines": engines, "speakers": num_speakers,
-               "utterances": list(utterances)}
+    options = {
+        "task": "speakers",
+        "seed": seed,
+        "engines": engines,
+        "speakers": num_speakers,
+        "utterances": list(utterances),
+    }
     out = _prepare(out_dir, options, workers)
     speakers = speaker_table(seed, num_speakers, tuple(engines["festival"]))
     labels = [LabelInfo(s.index, f"/spk/{s.index:03d}", s.description) for s in speakers]
@@ -539,8 +717,10 @@ def build_speakers(out_dir: str | os.PathLike, *, num_speakers: int = 40, uttera
     all_plans = [p for plans in plans_by_split.values() for p in plans]
     _render_all(out, all_plans, workers, progress, lambda p: (p.split, p.index // CHUNK))
     _write_split_files(out, plans_by_split, labels)
-    notes = [f"{num_speakers} speakers; utterances per speaker: train {utterances[0]}, valid {utterances[1]}, "
-             f"test {utterances[2]} (split by utterance)."]
+    notes = [
+        f"{num_speakers} speakers; utterances per speaker: train {utterances[0]}, valid {utterances[1]}, "
+        f"test {utterances[2]} (split by utterance)."
+    ]
     return _write_stats(out, "speakers", options, plans_by_split, labels, started, notes)
 
 
@@ -554,9 +734,18 @@ def _window_labels(events: list[dict], start: float, end: float, source_labels: 
     return names
 
 
-def build_tagging(out_dir: str | os.PathLike, *, corpus: str | os.PathLike | None = None, seconds: float = 3.0,
-                  num_train: int = 600, num_eval: int = 150, seed: int = 0, sources: tuple[str, ...] | None = None,
-                  workers: int = 2, progress: bool = True) -> dict[str, Any]:
+def build_tagging(
+    out_dir: str | os.PathLike,
+    *,
+    corpus: str | os.PathLike | None = None,
+    seconds: float = 3.0,
+    num_train: int = 600,
+    num_eval: int = 150,
+    seed: int = 0,
+    sources: tuple[str, ...] | None = None,
+    workers: int = 2,
+    progress: bool = True,
+) -> dict[str, Any]:
     """The tagging task: ``--seconds`` windows of a ``dass synth`` corpus (built into OUT/corpus if not given)."""
     from .synth import build_corpus
     from .synth_sources import SOURCES
@@ -569,8 +758,15 @@ def build_tagging(out_dir: str | os.PathLike, *, corpus: str | os.PathLike | Non
         corpus = out / "corpus"
         with warnings.catch_warnings():
             warnings.simplefilter("default")
-            build_corpus(corpus, num_train=num_train, num_eval=num_eval, seed=seed,
-                         sources=sources or ("procedural", "fluidsynth", "espeak"), workers=workers, progress=progress)
+            build_corpus(
+                corpus,
+                num_train=num_train,
+                num_eval=num_eval,
+                seed=seed,
+                sources=sources or ("procedural", "fluidsynth", "espeak"),
+                workers=workers,
+                progress=progress,
+            )
     corpus = Path(corpus)
     for name in ("train.json", "eval.json", "class_labels_indices.csv"):
         if not (corpus / name).is_file():
@@ -603,26 +799,41 @@ def build_tagging(out_dir: str | os.PathLike, *, corpus: str | os.PathLike | Non
                         wave, rate = soundfile.read(source_path, dtype="float32")
                         if rate != SAMPLE_RATE:
                             raise DassError(f"{source_path}: expected {SAMPLE_RATE} Hz, got {rate}")
-                    _write_flac(target, wave[int(start * SAMPLE_RATE): int(end * SAMPLE_RATE)])
+                    _write_flac(target, wave[int(start * SAMPLE_RATE) : int(end * SAMPLE_RATE)])
                 names = sorted(_window_labels(entry["events"], start, end, source_labels), key=index_of.__getitem__)
-                rows.append({"wav": f"audio/{split}/{name}.flac", "labels": ",".join(labels[index_of[n]].mid for n in names)})
+                rows.append(
+                    {"wav": f"audio/{split}/{name}.flac", "labels": ",".join(labels[index_of[n]].mid for n in names)}
+                )
         data[split] = rows
         _write_text(out / f"{split}.json", json.dumps({"data": rows}, indent=1) + "\n")
     write_class_labels_csv(out / "class_labels_indices.csv", labels)
-    plans_by_split = {s: [ClipPlan(s, i, None, "window", (), (), seconds) for i in range(len(r))] for s, r in data.items()}
+    plans_by_split = {
+        s: [ClipPlan(s, i, None, "window", (), (), seconds) for i in range(len(r))] for s, r in data.items()
+    }
     positives = {s: sum(bool(r["labels"]) for r in rows) for s, rows in data.items()}
     mid_index = {label.mid: label.index for label in labels}
-    class_counts = {s: np.bincount([mid_index[m] for r in rows for m in r["labels"].split(",") if m],
-                                   minlength=len(labels)) for s, rows in data.items()}
-    notes = [f"{len(labels)} classes (multi-label); {windows} windows of {seconds:g} s per 10 s clip of {corpus}; "
-             "windows with at least one label: "
-             + ", ".join(f"{s} {positives[s]}/{len(data[s])}" for s in data) + "."]
+    class_counts = {
+        s: np.bincount([mid_index[m] for r in rows for m in r["labels"].split(",") if m], minlength=len(labels))
+        for s, rows in data.items()
+    }
+    notes = [
+        f"{len(labels)} classes (multi-label); {windows} windows of {seconds:g} s per 10 s clip of {corpus}; "
+        "windows with at least one label: " + ", ".join(f"{s} {positives[s]}/{len(data[s])}" for s in data) + "."
+    ]
     return _write_stats(out, "tagging", options, plans_by_split, labels, started, notes, class_counts)
 
 
-def build_unlabelled(out_dir: str | os.PathLike, *, num_clips: int = 3000, seconds: float = 2.0, seed: int = 0,
-                     add: list[str] | tuple[str, ...] = (), sources: tuple[str, ...] | None = None, workers: int = 2,
-                     progress: bool = True) -> dict[str, Any]:
+def build_unlabelled(
+    out_dir: str | os.PathLike,
+    *,
+    num_clips: int = 3000,
+    seconds: float = 2.0,
+    seed: int = 0,
+    add: list[str] | tuple[str, ...] = (),
+    sources: tuple[str, ...] | None = None,
+    workers: int = 2,
+    progress: bool = True,
+) -> dict[str, Any]:
     """The unlabelled pretraining pool (see the module docstring)."""
     from .synth import available_backends
     from .unlabelled import list_audio_files
@@ -655,20 +866,36 @@ def build_unlabelled(out_dir: str | os.PathLike, *, num_clips: int = 3000, secon
             plans.append(ClipPlan("pool", i, None, "words", (_espeak_item(rng, voice, text),), key, seconds))
         elif kind == "utterance":
             text = " ".join(random_sentence(rng, "en") for _ in range(max(1, int(seconds // 2))))
-            plans.append(ClipPlan("pool", i, None, "utterance", (_espeak_item(rng, voice, text, (0.9, 1.1)),), key,
-                                  seconds))
+            plans.append(
+                ClipPlan("pool", i, None, "utterance", (_espeak_item(rng, voice, text, (0.9, 1.1)),), key, seconds)
+            )
         elif kind == "scene":
             scene, window = divmod(scene_count, windows)
             scene_count += 1
-            plans.append(ClipPlan("pool", i, None, "scene", (), key, seconds,
-                                  (scene_seed, scene, window * seconds, tuple(backends))))
+            plans.append(
+                ClipPlan(
+                    "pool", i, None, "scene", (), key, seconds, (scene_seed, scene, window * seconds, tuple(backends))
+                )
+            )
         else:
             plans.append(ClipPlan("pool", i, None, "sound", (), key, seconds))
     # chunks: scenes by their 16-scene chunk (FluidSynth renders a chunk in one run), the rest by index
-    _render_all(out, plans, workers, progress,
-                lambda p: ("scene", p.extra[1] // CHUNK) if p.kind == "scene" else ("clip", p.index // CHUNK))
-    entries = [{"wav": f"audio/pool/{p.name}.flac", "labels": "", "kind": p.kind,
-                **({"voice": str(p.speech[0].voice)} if p.speech else {})} for p in plans]
+    _render_all(
+        out,
+        plans,
+        workers,
+        progress,
+        lambda p: ("scene", p.extra[1] // CHUNK) if p.kind == "scene" else ("clip", p.index // CHUNK),
+    )
+    entries = [
+        {
+            "wav": f"audio/pool/{p.name}.flac",
+            "labels": "",
+            "kind": p.kind,
+            **({"voice": str(p.speech[0].voice)} if p.speech else {}),
+        }
+        for p in plans
+    ]
     added = []
     for folder in add:
         added += list_audio_files(folder)
@@ -676,15 +903,21 @@ def build_unlabelled(out_dir: str | os.PathLike, *, num_clips: int = 3000, secon
     _write_text(out / "unlabelled.json", json.dumps({"data": entries}, indent=1) + "\n")
     _write_text(out / "unlabelled.txt", "\n".join(e["wav"] for e in entries) + "\n")
     by_kind = {k: sum(p.kind == k for p in plans) for k in kinds}
-    notes = [f"Pool clips by kind: {by_kind}; plus {len(added)} added files from {', '.join(map(str, add)) or 'no folder'}.",
-             "Speech by training voices of the keyword task only (no keyword valid/test voice)."]
+    notes = [
+        f"Pool clips by kind: {by_kind}; plus {len(added)} added files from {', '.join(map(str, add)) or 'no folder'}.",
+        "Speech by training voices of the keyword task only (no keyword valid/test voice).",
+    ]
     return _write_stats(out, "unlabelled", options, {"pool": plans}, [], started, notes)
 
 
 def build_task(task: str, out_dir: str | os.PathLike, **kwargs: Any) -> dict[str, Any]:
     """Dispatch ``dass synth --task``."""
-    builders = {"keywords": build_keywords, "speakers": build_speakers, "tagging": build_tagging,
-                "unlabelled": build_unlabelled}
+    builders = {
+        "keywords": build_keywords,
+        "speakers": build_speakers,
+        "tagging": build_tagging,
+        "unlabelled": build_unlabelled,
+    }
     if task not in builders:
         raise DassError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
     return builders[task](out_dir, **kwargs)

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,11 +43,11 @@ def _from_json(path: Path) -> list[str]:
         raise DassError(f"{path}: cannot read the JSON datafile ({e})") from None
     entries = content.get("data") if isinstance(content, dict) else None
     if not isinstance(entries, list):
-        raise DassError(f"{path}: expected a JSON object {{\"data\": [{{\"wav\": ...}}, ...]}}")
+        raise DassError(f'{path}: expected a JSON object {{"data": [{{"wav": ...}}, ...]}}')
     files = []
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict) or not isinstance(entry.get("wav"), str):
-            raise DassError(f"{path}: entry {i}: expected {{\"wav\": str, ...}}, got {entry!r}")
+            raise DassError(f'{path}: entry {i}: expected {{"wav": str, ...}}, got {entry!r}')
         files.append(entry["wav"])
     return files
 
@@ -69,7 +70,9 @@ def list_audio_files(source: str | os.PathLike, check_files: bool = True) -> lis
     if path.is_dir():
         files = sorted(str(p.resolve()) for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
         if not files:
-            raise DassError(f"{path}: no audio files below this directory (suffixes: {', '.join(sorted(AUDIO_SUFFIXES))})")
+            raise DassError(
+                f"{path}: no audio files below this directory (suffixes: {', '.join(sorted(AUDIO_SUFFIXES))})"
+            )
         return files
     if not path.is_file():
         raise DassError(f"{path}: no such directory, file list or datafile")
@@ -78,8 +81,10 @@ def list_audio_files(source: str | os.PathLike, check_files: bool = True) -> lis
     elif path.suffix.lower() in LIST_SUFFIXES:
         entries = _from_list(path)
     else:
-        raise DassError(f"{path}: expected a directory of audio files, a text list ({', '.join(LIST_SUFFIXES)}) "
-                        "or an AST JSON datafile (.json)")
+        raise DassError(
+            f"{path}: expected a directory of audio files, a text list ({', '.join(LIST_SUFFIXES)}) "
+            "or an AST JSON datafile (.json)"
+        )
     if not entries:
         raise DassError(f"{path}: lists no audio files")
     base = path.resolve().parent
@@ -111,10 +116,18 @@ class UnlabelledAudio(AudioTaggingDataset):
     of :class:`~dass.data.dataset.AudioTaggingDataset` (shares its files).
     """
 
-    def __init__(self, files: list[str], *, max_length: int = 1024, sample_rate: int = 16000,
-                 num_mel_bins: int = 128, cache_dir: str | os.PathLike | None = None,
-                 mean: float = AUDIOSET_MEAN, std: float = AUDIOSET_STD,
-                 item_transform: Callable[[torch.Tensor, np.random.Generator, int], dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        files: list[str],
+        *,
+        max_length: int = 1024,
+        sample_rate: int = 16000,
+        num_mel_bins: int = 128,
+        cache_dir: str | os.PathLike | None = None,
+        mean: float = AUDIOSET_MEAN,
+        std: float = AUDIOSET_STD,
+        item_transform: Callable[[torch.Tensor, np.random.Generator, int], dict[str, Any]] | None = None,
+    ) -> None:
         # The parent's constructor reads a labelled datafile; set up the parts fbank() uses instead.
         if not files:
             raise DassError("no audio files given")
@@ -123,8 +136,9 @@ class UnlabelledAudio(AudioTaggingDataset):
         self.clips = [Clip(path=f, wav=f, label_indices=()) for f in files]
         self.max_length = int(max_length)
         self.mixup, self.freqm, self.timem = 0.0, 0, 0
-        self.extractor = FeatureExtractor(sampling_rate=sample_rate, num_mel_bins=num_mel_bins,
-                                          max_length=max_length, mean=mean, std=std)
+        self.extractor = FeatureExtractor(
+            sampling_rate=sample_rate, num_mel_bins=num_mel_bins, max_length=max_length, mean=mean, std=std
+        )
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         if self.cache_dir is not None:
             self.cache_dir.mkdir(parents=True, exist_ok=True)

@@ -30,8 +30,15 @@ from torch import Tensor
 from ..errors import CheckpointError, ConfigError
 from .model import SSL_HEAD_PREFIXES, MaskedPatchModel
 
-__all__ = ["SSL_HEADS_NAME", "export_authors", "import_authors", "is_ssl_folder", "load_ssl", "save_ssl",
-           "ssl_from_authors"]
+__all__ = [
+    "SSL_HEADS_NAME",
+    "export_authors",
+    "import_authors",
+    "is_ssl_folder",
+    "load_ssl",
+    "save_ssl",
+    "ssl_from_authors",
+]
 
 SSL_HEADS_NAME = "ssl_heads.safetensors"
 
@@ -64,16 +71,25 @@ def ssl_from_authors(state_dict: dict[str, Tensor], source: str = "checkpoint") 
     """The authors' self-supervised SSAMBA state dict -> our :class:`MaskedPatchModel`, at its pretraining
     geometry (``p_input_fdim`` x ``p_input_tdim``, strides = patch size) with the table unchanged."""
     from ..checkpoints import load_weights
-    from ..models.ssamba import SSAMBA, authors_key, authors_layout, config_and_state_from_authors, is_authors_state_dict
+    from ..models.ssamba import (
+        SSAMBA,
+        authors_key,
+        authors_layout,
+        config_and_state_from_authors,
+        is_authors_state_dict,
+    )
 
     if not is_authors_state_dict(state_dict) or authors_layout(state_dict) != "pretrain":
-        raise CheckpointError(f"{source}: not a self-supervised SSAMBA checkpoint of the authors' layout "
-                              "(module.p_input_fdim, module.mask_embed, module.v.*, module.cpredlayer.*, ...)")
+        raise CheckpointError(
+            f"{source}: not a self-supervised SSAMBA checkpoint of the authors' layout "
+            "(module.p_input_fdim, module.mask_embed, module.v.*, module.cpredlayer.*, ...)"
+        )
     state = {k.removeprefix("module."): v for k, v in state_dict.items()}
     patch = int(state["v.patch_embed.proj.weight"].shape[-1])
     fdim, tdim = int(state["p_input_fdim"].item()), int(state["p_input_tdim"].item())
     config, encoder_state = config_and_state_from_authors(
-        state_dict, fstride=patch, tstride=patch, input_fdim=fdim, input_tdim=tdim, num_classes=1, source=source)
+        state_dict, fstride=patch, tstride=patch, input_fdim=fdim, input_tdim=tdim, num_classes=1, source=source
+    )
     encoder_state["pos_embed"] = state["v.pos_embed"]  # same grid: no adaptation at all
     encoder = SSAMBA(config)
     load_weights(encoder, encoder_state, source=source, key_name=authors_key)
@@ -83,14 +99,16 @@ def ssl_from_authors(state_dict: dict[str, Tensor], source: str = "checkpoint") 
 
 def load_ssl(path: str | os.PathLike) -> MaskedPatchModel:
     """A pretraining model from our folder (:func:`save_ssl`) or the authors' self-supervised ``.pth``."""
-    from ..checkpoints import from_pretrained, load_state_dict_file
     from safetensors.torch import load_file
+
+    from ..checkpoints import from_pretrained, load_state_dict_file
 
     path = Path(path)
     if path.is_dir():
         if not is_ssl_folder(path):
-            raise CheckpointError(f"{path}: not a self-supervised checkpoint folder (no {SSL_HEADS_NAME}); "
-                                  "write one with dass pretrain")
+            raise CheckpointError(
+                f"{path}: not a self-supervised checkpoint folder (no {SSL_HEADS_NAME}); write one with dass pretrain"
+            )
         encoder = from_pretrained(path)
         try:
             heads = load_file(str(path / SSL_HEADS_NAME))
@@ -110,8 +128,10 @@ def export_authors(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
         raise ConfigError(f"an authors'-format checkpoint is a .pth file; got {dst}")
     model = load_ssl(src)
     if getattr(model.encoder, "model_type", None) != "ssamba":
-        raise ConfigError(f"{src}: the authors' self-supervised layout is implemented for SSAMBA encoders only; "
-                          f"this one is {getattr(model.encoder, 'model_type', type(model.encoder).__name__)}")
+        raise ConfigError(
+            f"{src}: the authors' self-supervised layout is implemented for SSAMBA encoders only; "
+            f"this one is {getattr(model.encoder, 'model_type', type(model.encoder).__name__)}"
+        )
     encoder_state = model.encoder.state_dict()
     authors = state_dict_to_authors(encoder_state, model.encoder.config, layout="pretrain", ssl_heads=model.ssl_heads())
     buffer = io.BytesIO()

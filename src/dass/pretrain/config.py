@@ -129,7 +129,9 @@ class PretrainConfig:
         if self.objective.kind not in OBJECTIVES:
             raise ConfigError(f"objective.kind must be one of {', '.join(OBJECTIVES)}, got {self.objective.kind!r}")
         if self.objective.negatives not in NEGATIVES:
-            raise ConfigError(f"objective.negatives must be one of {', '.join(NEGATIVES)}, got {self.objective.negatives!r}")
+            raise ConfigError(
+                f"objective.negatives must be one of {', '.join(NEGATIVES)}, got {self.objective.negatives!r}"
+            )
         if self.objective.temperature is not None and not self.objective.temperature > 0:
             raise ConfigError(f"objective.temperature must be positive or null, got {self.objective.temperature}")
         if not self.masking.cluster_sizes or any(int(c) < 1 for c in self.masking.cluster_sizes):

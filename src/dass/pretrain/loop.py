@@ -35,8 +35,9 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -99,13 +100,18 @@ def build_model(config: PretrainConfig) -> MaskedPatchModel:
 
     args = dict(config.model.args)
     patch = int(args.get("patch_size", 16))
-    for key, value in (("fstride", patch), ("tstride", patch), ("input_tdim", config.data.max_length),
-                       ("num_classes", 1)):
+    for key, value in (
+        ("fstride", patch),
+        ("tstride", patch),
+        ("input_tdim", config.data.max_length),
+        ("num_classes", 1),
+    ):
         args.setdefault(key, value)
     encoder = create_model(config.model.name, **args)
     o = config.objective
-    return MaskedPatchModel(encoder, objective=o.kind, mse_weight=o.mse_weight, temperature=o.temperature,
-                            negatives=o.negatives)
+    return MaskedPatchModel(
+        encoder, objective=o.kind, mse_weight=o.mse_weight, temperature=o.temperature, negatives=o.negatives
+    )
 
 
 def mask_counts(config: PretrainConfig, num_patches: int) -> tuple[int, int]:
@@ -115,7 +121,9 @@ def mask_counts(config: PretrainConfig, num_patches: int) -> tuple[int, int]:
     valid = m.valid_masked if m.valid_masked is not None else scaled_mask_count(VALID_MASKED_FOR_512, num_patches)
     for name, value in (("masking.num_masked", train), ("masking.valid_masked", valid)):
         if not 1 <= value <= num_patches - 2:
-            raise ConfigError(f"{name} = {value} does not fit clips of {num_patches} patches (at most {num_patches - 2})")
+            raise ConfigError(
+                f"{name} = {value} does not fit clips of {num_patches} patches (at most {num_patches - 2})"
+            )
     return train, valid
 
 
@@ -124,9 +132,12 @@ def _mask_transform(config: PretrainConfig, grid: tuple[int, int], count: int) -
     m = config.masking
 
     def transform(features: torch.Tensor, rng: np.random.Generator, index: int) -> dict[str, torch.Tensor]:
-        draw = lambda: draw_mask(rng, num_patches, time_patches, count, clustered=m.cluster,  # noqa: E731
-                                 cluster_sizes=m.cluster_sizes)
-        return {"mask_c": draw(), "mask_g": draw()}
+        """Two independent masks per clip: ``mask_c`` (discriminative pass), ``mask_g`` (generative pass)."""
+        masks = [
+            draw_mask(rng, num_patches, time_patches, count, clustered=m.cluster, cluster_sizes=m.cluster_sizes)
+            for _ in range(2)
+        ]
+        return {"mask_c": masks[0], "mask_g": masks[1]}
 
     return transform
 
@@ -141,13 +152,17 @@ def evaluate(model: MaskedPatchModel, loader: Any, device: torch.device, info: D
         with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
             out = model(features, batch["mask_c"].to(device), batch["mask_g"].to(device))
         n = features.shape[0]
-        totals += torch.tensor([out["accuracy"].item() * n, out["nce"].item() * n, out["mse"].item() * n, n],
-                               dtype=torch.float64)
+        totals += torch.tensor(
+            [out["accuracy"].item() * n, out["nce"].item() * n, out["mse"].item() * n, n], dtype=torch.float64
+        )
     if info.enabled:
         torch.distributed.all_reduce(totals)
     clips = max(1.0, totals[3].item())
-    return {"valid_accuracy": totals[0].item() / clips, "valid_nce": totals[1].item() / clips,
-            "valid_mse": totals[2].item() / clips}
+    return {
+        "valid_accuracy": totals[0].item() / clips,
+        "valid_nce": totals[1].item() / clips,
+        "valid_mse": totals[2].item() / clips,
+    }
 
 
 def _data(config: PretrainConfig, model: MaskedPatchModel) -> tuple[UnlabelledAudio, UnlabelledAudio, dict[str, int]]:
@@ -159,29 +174,46 @@ def _data(config: PretrainConfig, model: MaskedPatchModel) -> tuple[UnlabelledAu
         files, valid_files = split_files(files, d.valid_clips)
     grid = model.grid(d.max_length)
     train_m, valid_m = mask_counts(config, grid[0] * grid[1])
-    common = dict(max_length=d.max_length, num_mel_bins=model.encoder.config.input_fdim, cache_dir=d.cache_dir,
-                  mean=d.mean, std=d.std)
+    common = dict(
+        max_length=d.max_length,
+        num_mel_bins=model.encoder.config.input_fdim,
+        cache_dir=d.cache_dir,
+        mean=d.mean,
+        std=d.std,
+    )
     train_set = UnlabelledAudio(files, item_transform=_mask_transform(config, grid, train_m), **common)
     valid_set = UnlabelledAudio(valid_files, item_transform=_mask_transform(config, grid, valid_m), **common)
-    sizes = {"train_clips": len(files), "valid_clips": len(valid_files), "patches": grid[0] * grid[1],
-             "grid": list(grid), "num_masked": train_m, "valid_masked": valid_m}
+    sizes = {
+        "train_clips": len(files),
+        "valid_clips": len(valid_files),
+        "patches": grid[0] * grid[1],
+        "grid": list(grid),
+        "num_masked": train_m,
+        "valid_masked": valid_m,
+    }
     return train_set, valid_set, sizes
 
 
-def pretrain(config: PretrainConfig, resume: bool = False,
-             step_callback: Callable[[int], None] | None = None) -> dict[str, Any]:
+def pretrain(
+    config: PretrainConfig, resume: bool = False, step_callback: Callable[[int], None] | None = None
+) -> dict[str, Any]:
     """Run (or resume) pretraining as configured; returns the final metrics (on rank 0; ``{}`` elsewhere).
 
     ``step_callback(global_step)`` is called after every optimizer step (and its checkpoint).
     """
     config.validate()
-    device_type = "cuda" if config.run.device == "cuda" or (config.run.device == "auto" and torch.cuda.is_available()) else "cpu"
+    device_type = (
+        "cuda" if config.run.device == "cuda" or (config.run.device == "auto" and torch.cuda.is_available()) else "cpu"
+    )
     info = init_distributed(device_type)
     device = _device(config, info)
     out = Path(config.run.output_dir)
     ckpt_path = out / CHECKPOINT
     if ckpt_path.exists() and not resume:
-        raise DassError(f"{out} already holds a pretraining checkpoint; pass --resume to continue it or choose another run.output_dir")
+        raise DassError(
+            f"{out} already holds a pretraining checkpoint; pass --resume to continue it or choose another "
+            "run.output_dir"
+        )
     if resume and not ckpt_path.exists():
         raise DassError(f"--resume: no checkpoint at {ckpt_path}")
     o, r = config.optim, config.run
@@ -193,15 +225,18 @@ def pretrain(config: PretrainConfig, resume: bool = False,
     torch.manual_seed(r.seed)
     model = build_model(config).to(device)
     train_set, valid_set, sizes = _data(config, model)
-    sampler = EpochSampler(len(train_set), local_batch, info.rank, info.world_size, r.seed, None,
-                           config.data.samples_per_epoch)
+    sampler = EpochSampler(
+        len(train_set), local_batch, info.rank, info.world_size, r.seed, None, config.data.samples_per_epoch
+    )
     if sampler.steps_per_epoch == 0:
         raise ConfigError(f"{config.data.train}: {len(train_set)} clips are fewer than one batch of {o.batch_size}")
     loader_kw = dict(num_workers=config.data.num_workers, pin_memory=device.type == "cuda")
     train_loader = torch.utils.data.DataLoader(train_set, batch_size=local_batch, sampler=sampler, **loader_kw)
     shard = ShardSampler(len(valid_set), info.rank, info.world_size).indices
     valid_items = [(i, int(np.random.SeedSequence([VALID_MASK_SEED, i]).generate_state(1)[0])) for i in shard]
-    valid_loader = torch.utils.data.DataLoader(valid_set, batch_size=r.eval_batch_size, sampler=valid_items, **loader_kw)
+    valid_loader = torch.utils.data.DataLoader(
+        valid_set, batch_size=r.eval_batch_size, sampler=valid_items, **loader_kw
+    )
 
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay, foreach=True)
@@ -211,7 +246,9 @@ def pretrain(config: PretrainConfig, resume: bool = False,
     epoch, step_in_epoch, global_step, train_seconds = 0, 0, 0, 0.0
     history: list[dict[str, Any]] = []  # evaluations
     log_rows: list[dict[str, Any]] = []  # training means every log_every steps
-    window = torch.zeros(5, dtype=torch.float64)  # this process's loss, nce, mse, accuracy sums and steps since the last log
+    window = torch.zeros(
+        5, dtype=torch.float64
+    )  # this process's loss, nce, mse, accuracy sums and steps since the last log
     best_accuracy = -math.inf
     if resume:
         state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
@@ -226,7 +263,9 @@ def pretrain(config: PretrainConfig, resume: bool = False,
             window = torch.tensor(state["window"], dtype=torch.float64)
     ddp_model: nn.Module = model
     if info.enabled:
-        ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        ddp_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
 
     writer = None
     if info.is_main:
@@ -236,10 +275,13 @@ def pretrain(config: PretrainConfig, resume: bool = False,
         out.mkdir(parents=True, exist_ok=True)
         _atomic_bytes(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False).encode())
         writer = SummaryWriter(str(out / "tensorboard"), purge_step=global_step if resume else None)
-        print(f"pretraining {config.model.name} ({sum(p.numel() for p in model.encoder.parameters()):,} encoder "
-              f"parameters) on {sizes['train_clips']} clips ({sizes['valid_clips']} held out), {sizes['patches']} "
-              f"patches per clip, M = {sizes['num_masked']} (validation {sizes['valid_masked']}), "
-              f"{info.world_size} process(es), {device}", flush=True)
+        print(
+            f"pretraining {config.model.name} ({sum(p.numel() for p in model.encoder.parameters()):,} encoder "
+            f"parameters) on {sizes['train_clips']} clips ({sizes['valid_clips']} held out), {sizes['patches']} "
+            f"patches per clip, M = {sizes['num_masked']} (validation {sizes['valid_masked']}), "
+            f"{info.world_size} process(es), {device}",
+            flush=True,
+        )
 
     def all_summed(values: torch.Tensor) -> torch.Tensor:
         values = values.clone()
@@ -250,20 +292,37 @@ def pretrain(config: PretrainConfig, resume: bool = False,
     def save_checkpoint() -> None:
         totals = all_summed(window)
         if info.is_main:
-            _save_torch(ckpt_path, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "plateau": plateau.state_dict(),
-                "scaler": scaler.state_dict(), "epoch": epoch, "step_in_epoch": step_in_epoch,
-                "global_step": global_step, "history": history, "log_rows": log_rows, "window": totals.tolist(),
-                "train_seconds": train_seconds, "best_accuracy": best_accuracy, "world_size": info.world_size,
-            })
+            _save_torch(
+                ckpt_path,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "plateau": plateau.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "epoch": epoch,
+                    "step_in_epoch": step_in_epoch,
+                    "global_step": global_step,
+                    "history": history,
+                    "log_rows": log_rows,
+                    "window": totals.tolist(),
+                    "train_seconds": train_seconds,
+                    "best_accuracy": best_accuracy,
+                    "world_size": info.world_size,
+                },
+            )
         barrier(info)
 
     def run_evaluation() -> dict[str, Any]:
         nonlocal best_accuracy
         metrics = evaluate(model, valid_loader, device, info, amp)
         plateau.step(metrics["valid_accuracy"])
-        row = {"step": global_step, "epoch": epoch + 1, **metrics, "lr_scale": plateau.scale,
-               "train_seconds": round(train_seconds, 3)}
+        row = {
+            "step": global_step,
+            "epoch": epoch + 1,
+            **metrics,
+            "lr_scale": plateau.scale,
+            "train_seconds": round(train_seconds, 3),
+        }
         if info.is_main:
             history.append(row)
             _write_csv(out / "metrics.csv", history)
@@ -272,8 +331,11 @@ def pretrain(config: PretrainConfig, resume: bool = False,
             writer.flush()
             if metrics["valid_accuracy"] > best_accuracy:
                 save_ssl(model, out / "best")
-            print(f"step {global_step}: valid masked accuracy {metrics['valid_accuracy']:.4f}  NCE "
-                  f"{metrics['valid_nce']:.4f}  MSE {metrics['valid_mse']:.4f}  ({train_seconds:.0f} s)", flush=True)
+            print(
+                f"step {global_step}: valid masked accuracy {metrics['valid_accuracy']:.4f}  NCE "
+                f"{metrics['valid_nce']:.4f}  MSE {metrics['valid_mse']:.4f}  ({train_seconds:.0f} s)",
+                flush=True,
+            )
         best_accuracy = max(best_accuracy, metrics["valid_accuracy"])
         barrier(info)
         return row
@@ -284,8 +346,14 @@ def pretrain(config: PretrainConfig, resume: bool = False,
     last_eval_step = history[-1]["step"] if history else -1
     while epoch < o.epochs:
         sampler.set_epoch(epoch, step_in_epoch)
-        bar = tqdm(total=sampler.steps_per_epoch, initial=step_in_epoch, desc=f"epoch {epoch + 1}/{o.epochs}",
-                   disable=not (info.is_main and r.progress), leave=False, dynamic_ncols=True)
+        bar = tqdm(
+            total=sampler.steps_per_epoch,
+            initial=step_in_epoch,
+            desc=f"epoch {epoch + 1}/{o.epochs}",
+            disable=not (info.is_main and r.progress),
+            leave=False,
+            dynamic_ncols=True,
+        )
         started = time.perf_counter()
         for batch in train_loader:
             ddp_model.train()
@@ -305,18 +373,31 @@ def pretrain(config: PretrainConfig, resume: bool = False,
             scaler.update()
             global_step += 1
             step_in_epoch += 1
-            window += torch.tensor([loss.item(), result["nce"].item(), result["mse"].item(),
-                                    result["accuracy"].item(), 1.0], dtype=torch.float64)
+            window += torch.tensor(
+                [loss.item(), result["nce"].item(), result["mse"].item(), result["accuracy"].item(), 1.0],
+                dtype=torch.float64,
+            )
             bar.update(1)
-            bar.set_postfix(nce=f"{result['nce'].item():.3f}", mse=f"{result['mse'].item():.3f}",
-                            acc=f"{result['accuracy'].item():.3f}", lr=f"{lr:.2e}")
+            bar.set_postfix(
+                nce=f"{result['nce'].item():.3f}",
+                mse=f"{result['mse'].item():.3f}",
+                acc=f"{result['accuracy'].item():.3f}",
+                lr=f"{lr:.2e}",
+            )
             if global_step % max(1, r.log_every) == 0:
                 totals = all_summed(window)
                 window.zero_()
                 if info.is_main:
                     n = max(1.0, totals[4].item())
-                    row = {"step": global_step, "epoch": epoch + 1, "lr": lr, "loss": totals[0].item() / n,
-                           "nce": totals[1].item() / n, "mse": totals[2].item() / n, "accuracy": totals[3].item() / n}
+                    row = {
+                        "step": global_step,
+                        "epoch": epoch + 1,
+                        "lr": lr,
+                        "loss": totals[0].item() / n,
+                        "nce": totals[1].item() / n,
+                        "mse": totals[2].item() / n,
+                        "accuracy": totals[3].item() / n,
+                    }
                     log_rows.append(row)
                     _write_csv(out / "train_log.csv", log_rows)
                     for k in ("loss", "nce", "mse", "accuracy", "lr"):
@@ -342,16 +423,26 @@ def pretrain(config: PretrainConfig, resume: bool = False,
     result: dict[str, Any] = {}
     if info.is_main:
         save_ssl(model, out / "final")
-        result = {**{k: final[k] for k in ("valid_accuracy", "valid_nce", "valid_mse")},
-                  "best_valid_accuracy": best_accuracy, "global_steps": global_step, "total_steps": total_steps,
-                  "epochs": o.epochs, "train_seconds": round(train_seconds, 3), "world_size": info.world_size,
-                  "device": str(device), "model": config.model.name,
-                  "encoder_parameters": sum(p.numel() for n, p in model.encoder.named_parameters()
-                                            if not n.startswith("mlp_head.")),
-                  **sizes}
+        result = {
+            **{k: final[k] for k in ("valid_accuracy", "valid_nce", "valid_mse")},
+            "best_valid_accuracy": best_accuracy,
+            "global_steps": global_step,
+            "total_steps": total_steps,
+            "epochs": o.epochs,
+            "train_seconds": round(train_seconds, 3),
+            "world_size": info.world_size,
+            "device": str(device),
+            "model": config.model.name,
+            "encoder_parameters": sum(
+                p.numel() for n, p in model.encoder.named_parameters() if not n.startswith("mlp_head.")
+            ),
+            **sizes,
+        }
         _atomic_bytes(out / "final_metrics.json", (json.dumps(result, indent=2) + "\n").encode())
         writer.close()
-        print(f"final: valid masked accuracy {final['valid_accuracy']:.4f} (best {best_accuracy:.4f}) "
-              f"-> {out / 'final'}", flush=True)
+        print(
+            f"final: valid masked accuracy {final['valid_accuracy']:.4f} (best {best_accuracy:.4f}) -> {out / 'final'}",
+            flush=True,
+        )
     barrier(info)
     return result

@@ -40,21 +40,27 @@ def gather_patches(values: Tensor, ids: Tensor) -> Tensor:
     return torch.gather(values, 1, ids[..., None].expand(-1, -1, values.shape[-1]))
 
 
-def masked_nce(predictions: Tensor, targets: Tensor, temperature: float | None = None,
-               negatives: str = "clip") -> tuple[Tensor, Tensor]:
+def masked_nce(
+    predictions: Tensor, targets: Tensor, temperature: float | None = None, negatives: str = "clip"
+) -> tuple[Tensor, Tensor]:
     """InfoNCE of ``predictions`` against ``targets`` (both ``(B, M, K)``): ``(loss, accuracy)`` scalars.
 
     The accuracy is detached. See the module docstring for the formulas and the options.
     """
     if predictions.shape != targets.shape or predictions.dim() != 3:
-        raise ConfigError(f"predictions {tuple(predictions.shape)} and targets {tuple(targets.shape)} must be (B, M, K)")
+        raise ConfigError(
+            f"predictions {tuple(predictions.shape)} and targets {tuple(targets.shape)} must be (B, M, K)"
+        )
     if negatives not in NEGATIVES:
         raise ConfigError(f"negatives must be one of {', '.join(NEGATIVES)}, got {negatives!r}")
     if temperature is not None and not temperature > 0:
         raise ConfigError(f"temperature must be positive (or None), got {temperature}")
     targets = targets.detach()
     if negatives == "batch":
-        predictions, targets = predictions.reshape(1, -1, predictions.shape[-1]), targets.reshape(1, -1, targets.shape[-1])
+        predictions, targets = (
+            predictions.reshape(1, -1, predictions.shape[-1]),
+            targets.reshape(1, -1, targets.shape[-1]),
+        )
     scores = torch.bmm(targets, predictions.transpose(1, 2))  # (B', M', M'): [a, b] = target_a · prediction_b
     if temperature is not None:
         scores = scores / temperature

@@ -44,8 +44,10 @@ def _check(num_patches: int, time_patches: int, num_masked: int) -> None:
     if num_patches < 3 or time_patches < 1 or num_patches % time_patches:
         raise ConfigError(f"cannot mask a grid of {num_patches} patches with {time_patches} time patches per row")
     if not 1 <= num_masked <= num_patches - 2:
-        raise ConfigError(f"the number of masked patches must be in [1, {num_patches - 2}] for {num_patches} "
-                          f"patches (patch 0 is never masked and more than M candidates are needed), got {num_masked}")
+        raise ConfigError(
+            f"the number of masked patches must be in [1, {num_patches - 2}] for {num_patches} "
+            f"patches (patch 0 is never masked and more than M candidates are needed), got {num_masked}"
+        )
 
 
 def cluster(start: int, size: int, time_patches: int, num_patches: int) -> list[int]:
@@ -55,8 +57,13 @@ def cluster(start: int, size: int, time_patches: int, num_patches: int) -> list[
     return [k for k in ids if 0 < k < num_patches]
 
 
-def cluster_mask(rng: np.random.Generator, num_patches: int, time_patches: int, num_masked: int,
-                 cluster_sizes: tuple[int, ...] | list[int] = (3, 4, 5)) -> list[int]:
+def cluster_mask(
+    rng: np.random.Generator,
+    num_patches: int,
+    time_patches: int,
+    num_masked: int,
+    cluster_sizes: tuple[int, ...] | list[int] = (3, 4, 5),
+) -> list[int]:
     """M = ``num_masked`` distinct patch ids for one clip by the cluster rule of the module docstring."""
     _check(num_patches, time_patches, num_masked)
     if not cluster_sizes or any(int(c) < 1 for c in cluster_sizes):
@@ -77,10 +84,19 @@ def random_mask(rng: np.random.Generator, num_patches: int, num_masked: int) -> 
     return (1 + rng.permutation(num_patches - 1)[:num_masked]).tolist()
 
 
-def draw_mask(rng: np.random.Generator, num_patches: int, time_patches: int, num_masked: int, *,
-              clustered: bool = True, cluster_sizes: tuple[int, ...] | list[int] = (3, 4, 5)) -> torch.Tensor:
+def draw_mask(
+    rng: np.random.Generator,
+    num_patches: int,
+    time_patches: int,
+    num_masked: int,
+    *,
+    clustered: bool = True,
+    cluster_sizes: tuple[int, ...] | list[int] = (3, 4, 5),
+) -> torch.Tensor:
     """One clip's mask ids as an int64 tensor ``(M,)``."""
-    ids = (cluster_mask(rng, num_patches, time_patches, num_masked, cluster_sizes) if clustered
-           else random_mask(rng, num_patches, num_masked))
+    ids = (
+        cluster_mask(rng, num_patches, time_patches, num_masked, cluster_sizes)
+        if clustered
+        else random_mask(rng, num_patches, num_masked)
+    )
     return torch.tensor(ids, dtype=torch.int64)
-

@@ -46,8 +46,10 @@ def check_encoder(encoder: nn.Module) -> None:
         raise ConfigError(f"masked-patch pretraining needs a patch encoder (SSAMBA, AST/SSAST); {kind} is not one")
     c = encoder.config
     if c.fstride != c.patch_size or c.tstride != c.patch_size:
-        raise ConfigError(f"pretraining uses non-overlapping patches: strides must equal the patch size "
-                          f"{c.patch_size}, got fstride={c.fstride} tstride={c.tstride}")
+        raise ConfigError(
+            f"pretraining uses non-overlapping patches: strides must equal the patch size "
+            f"{c.patch_size}, got fstride={c.fstride} tstride={c.tstride}"
+        )
 
 
 class MaskedPatchModel(nn.Module):
@@ -56,8 +58,14 @@ class MaskedPatchModel(nn.Module):
     The encoder's classification head (``mlp_head``) is not used and is frozen.
     """
 
-    def __init__(self, encoder: nn.Module, objective: str = "joint", mse_weight: float = 10.0,
-                 temperature: float | None = None, negatives: str = "clip") -> None:
+    def __init__(
+        self,
+        encoder: nn.Module,
+        objective: str = "joint",
+        mse_weight: float = 10.0,
+        temperature: float | None = None,
+        negatives: str = "clip",
+    ) -> None:
         super().__init__()
         check_encoder(encoder)
         if objective not in OBJECTIVES:
@@ -69,8 +77,11 @@ class MaskedPatchModel(nn.Module):
         self.gpredlayer = prediction_head(dim, patch * patch)
         self.objective, self.mse_weight = objective, float(mse_weight)
         self.temperature, self.negatives = temperature, negatives
-        for module in [getattr(encoder, "mlp_head", None), self.gpredlayer if objective == "mpc" else None,
-                       self.cpredlayer if objective == "mpg" else None]:
+        for module in [
+            getattr(encoder, "mlp_head", None),
+            self.gpredlayer if objective == "mpc" else None,
+            self.cpredlayer if objective == "mpg" else None,
+        ]:
             if module is not None:
                 module.requires_grad_(False)
 
@@ -90,7 +101,7 @@ class MaskedPatchModel(nn.Module):
         masked.scatter_(1, mask_ids, True)
         patches = torch.where(masked[..., None], self.mask_embed.to(patches.dtype), patches)
         _, time_patches = self.grid(features.shape[1])
-        tokens = self.encoder.forward_tokens(patches, time_patches)[:, self.encoder.num_prefix_tokens:]
+        tokens = self.encoder.forward_tokens(patches, time_patches)[:, self.encoder.num_prefix_tokens :]
         return gather_patches(tokens, mask_ids)
 
     def mpc(self, features: Tensor, mask_ids: Tensor) -> tuple[Tensor, Tensor]:

@@ -82,8 +82,11 @@ def _from_authors_ssamba(path: Path, state_dict: dict[str, torch.Tensor], overri
     from ..models.ssamba import SSAMBA, authors_key, config_and_state_from_authors
 
     overrides = dict(overrides)
-    geometry = {k: overrides.pop(k) for k in ("fstride", "tstride", "input_fdim", "input_tdim", "num_classes", "norm")
-                if k in overrides}
+    geometry = {
+        k: overrides.pop(k)
+        for k in ("fstride", "tstride", "input_fdim", "input_tdim", "num_classes", "norm")
+        if k in overrides
+    }
     config, state = config_and_state_from_authors(state_dict, source=str(path), **geometry, **overrides)
     model = SSAMBA(config)
     fresh = model.state_dict()
@@ -101,14 +104,18 @@ def model_from_checkpoint(path: str | os.PathLike, **overrides: Any) -> nn.Modul
     path = Path(path).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise CheckpointError(f"{path}: no config.json; model.init_from takes a folder written by dass pretrain "
-                                  "or save_pretrained, or the authors' SSAMBA .pth")
+            raise CheckpointError(
+                f"{path}: no config.json; model.init_from takes a folder written by dass pretrain "
+                "or save_pretrained, or the authors' SSAMBA .pth"
+            )
         model = _from_our_folder(path, overrides)
     elif path.is_file():
         state_dict = load_state_dict_file(path)
         if not is_authors_state_dict(state_dict):
-            raise CheckpointError(f"{path}: model.init_from reads our folders and the authors' SSAMBA .pth files "
-                                  "(module.v.layers.*.mixer.A_b_log, ...); use model.init for other checkpoints")
+            raise CheckpointError(
+                f"{path}: model.init_from reads our folders and the authors' SSAMBA .pth files "
+                "(module.v.layers.*.mixer.A_b_log, ...); use model.init for other checkpoints"
+            )
         model = _from_authors_ssamba(path, state_dict, overrides)
     else:
         raise CheckpointError(f"model.init_from: no such checkpoint file or folder: {path}")
@@ -124,6 +131,8 @@ def parameter_groups(model: nn.Module, head_lr_multiplier: float = 1.0) -> list[
     body_params = [p for n, p in named if n not in head]
     head_params = [p for n, p in named if n in head]
     if not head_params:
-        raise ConfigError(f"optim.head_lr_multiplier: {type(model).__name__} has no head parameters "
-                          f"({', '.join(HEAD_PREFIXES.values())})")
+        raise ConfigError(
+            f"optim.head_lr_multiplier: {type(model).__name__} has no head parameters "
+            f"({', '.join(HEAD_PREFIXES.values())})"
+        )
     return [{"params": body_params, "lr_scale": 1.0}, {"params": head_params, "lr_scale": float(head_lr_multiplier)}]

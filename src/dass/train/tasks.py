@@ -28,8 +28,16 @@ from ..errors import ConfigError, DassError
 from .losses import distillation_loss, kd_loss
 from .metrics import compute_metrics
 
-__all__ = ["TASKS", "check_single_label", "confusion_matrix", "plot_confusion", "task_loss", "task_metrics",
-           "task_scores", "top_k_accuracy"]
+__all__ = [
+    "TASKS",
+    "check_single_label",
+    "confusion_matrix",
+    "plot_confusion",
+    "task_loss",
+    "task_metrics",
+    "task_scores",
+    "top_k_accuracy",
+]
 
 TASKS = ("multilabel", "singlelabel")
 
@@ -39,8 +47,15 @@ def _check(task: str) -> None:
         raise ConfigError(f"data.task must be one of {', '.join(TASKS)}, got {task!r}")
 
 
-def task_loss(logits: Tensor, targets: Tensor, task: str = "multilabel", teacher_logits: Tensor | None = None,
-              kd_weight: float = 0.5, kd_kind: str = "kldiv", temperature: float = 1.0) -> Tensor:
+def task_loss(
+    logits: Tensor,
+    targets: Tensor,
+    task: str = "multilabel",
+    teacher_logits: Tensor | None = None,
+    kd_weight: float = 0.5,
+    kd_kind: str = "kldiv",
+    temperature: float = 1.0,
+) -> Tensor:
     """The training loss for ``(B, C)`` logits and targets (see the module docstring)."""
     _check(task)
     if task == "multilabel":
@@ -71,16 +86,21 @@ def task_metrics(scores: Tensor, targets: Tensor, task: str = "multilabel") -> d
     if task == "multilabel":
         return metrics
     labels = targets.argmax(dim=1)
-    return {"accuracy": top_k_accuracy(scores, labels, 1), "top5_accuracy": top_k_accuracy(scores, labels, 5),
-            **metrics}
+    return {
+        "accuracy": top_k_accuracy(scores, labels, 1),
+        "top5_accuracy": top_k_accuracy(scores, labels, 5),
+        **metrics,
+    }
 
 
 def check_single_label(dataset) -> None:
     """Raise :class:`DassError` naming the datafile and entry of the first clip without exactly one label."""
     for i, clip in enumerate(dataset.clips):
         if len(clip.label_indices) != 1:
-            raise DassError(f"{dataset.datafile}: entry {i} ({clip.wav}) has {len(clip.label_indices)} labels; "
-                            "data.task=singlelabel needs exactly one per clip (use data.task=multilabel)")
+            raise DassError(
+                f"{dataset.datafile}: entry {i} ({clip.wav}) has {len(clip.label_indices)} labels; "
+                "data.task=singlelabel needs exactly one per clip (use data.task=multilabel)"
+            )
 
 
 def confusion_matrix(scores: Tensor, labels: Tensor, num_classes: int) -> np.ndarray:
