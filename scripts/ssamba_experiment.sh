@@ -16,6 +16,12 @@
 # workers (a pretrained fine-tuning run waits for its pretraining). Logs: RUNS/<run>.log; CPU time
 # per run: RUNS/<run>.time (wall, user, system seconds of every attempt).
 # Set DASS to the command that runs dass (default: python3 -m dass.cli).
+#
+# Cost estimate of the full run (from per-step times measured on the 2-core development machine while
+# six other sessions loaded it, one thread per job; dass.ops.selective_scan at N = 16 as of this
+# commit): data ~15 CPU-min; pretraining SSAMBA-nano ~45, SSAST-nano ~9 (730 steps of batch 16);
+# fine-tuning SSAMBA-nano ~165, SSAST-nano ~35 (12 runs each); ~4.5 CPU-hours in all, ~2.3 h wall
+# with --jobs 2. A quiet machine, or the fast N = 16 scan, makes the SSAMBA part much cheaper.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode="full"; jobs=2; seeds="0 1"
@@ -37,7 +43,8 @@ if [ "$mode" = smoke ]; then
   spk_args=(--speakers 4 --utterances 4,1,2); tag_args=(--train 16 --eval 6 --seconds 3)
   # tiny models and a handful of steps
   ssamba_args=(model.args.embed_dim=32 model.args.depth=2); ssast_args=(model.args.embed_dim=32 model.args.depth=1 model.args.num_heads=2)
-  pre_steps=(optim.epochs=2 optim.warmup_steps=4 optim.warmup_every=1 run.eval_every=4 data.valid_clips=16 run.checkpoint_every=4)
+  pre_steps=(optim.epochs=2 optim.warmup_steps=4 optim.warmup_every=1 run.eval_every=4 run.log_every=1 data.valid_clips=16
+             run.checkpoint_every=4)
   ft_steps=(optim.epochs=1 optim.warmup_steps=2 run.checkpoint_every=4)
 else
   data=data/ssamba; runs=runs/ssamba; report=results/ssamba.md

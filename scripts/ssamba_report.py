@@ -107,7 +107,7 @@ def plot_pretraining(runs: Path, out: Path) -> None:
                 linestyle="--",
                 label=f"{label} 10·MSE",
             )
-    axes[0].set_title("training loss terms (means over 10 steps)")
+    axes[0].set_title("training loss terms (means over run.log_every steps)")
     axes[1].set_title("masked-patch accuracy (NCE)")
     axes[2].set_title("held-out loss terms")
     for ax in axes:

@@ -246,9 +246,8 @@ def pretrain(
     epoch, step_in_epoch, global_step, train_seconds = 0, 0, 0, 0.0
     history: list[dict[str, Any]] = []  # evaluations
     log_rows: list[dict[str, Any]] = []  # training means every log_every steps
-    window = torch.zeros(
-        5, dtype=torch.float64
-    )  # this process's loss, nce, mse, accuracy sums and steps since the last log
+    # this process's sums of loss, nce, mse, accuracy, and its steps, since the last log row
+    window = torch.zeros(5, dtype=torch.float64)
     best_accuracy = -math.inf
     if resume:
         state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
