@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Any
 
+from ..batch import cli as batch_cli
 from ..errors import DassError
 
 NAME = "tag"
@@ -46,11 +47,12 @@ one column per class) or .json into --timeline-dir, and with --plot a heat map o
 the text output lists where each top class peaks.
 
 default model: {DEFAULT_MODEL}
-"""
+
+{batch_cli.EXAMPLES}"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("files", nargs="+", metavar="FILE", help="audio files to tag")
+    parser.add_argument("files", nargs="*", metavar="FILE", help="audio files (or folders: see archives below) to tag")
     parser.add_argument("--model", default=DEFAULT_MODEL, metavar="PATH_OR_ID",
                         help=f"checkpoint folder/file or Hugging Face hub id (default: {DEFAULT_MODEL})")
     parser.add_argument("--top-k", type=int, default=5, metavar="K",
@@ -77,6 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           help="write <file>.timeline.csv/.json here (default: the current directory)")
     timeline.add_argument("--plot", action="store_true",
                           help="with --timeline: also write <file>.timeline.png (heat map of the top classes)")
+    batch_cli.add_arguments(parser)
 
 
 # ----------------------------------------------------------------------------------------- helpers
@@ -289,6 +292,10 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     model = from_pretrained(args.model, device=device)
     names = class_names(model, args.labels)
+    if batch_cli.wanted(args):  # folders, lists, --output, --events, --ray: dass.batch
+        return batch_cli.run(args, model, names, device)
+    if not args.files:
+        raise DassError("no files to tag")
 
     results: list[dict[str, Any]] = []
     failed = 0
