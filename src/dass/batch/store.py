@@ -179,9 +179,13 @@ def _complete_csv(data: bytes, name: str, columns: Sequence[str]) -> tuple[list[
         body = body[:-1]  # the torn last record
     # Only the final record may be damaged: the rows kept must re-serialise to the file's first bytes.
     kept = _csv_line(header) + "".join(_csv_line(r) for r in body)
-    if not text.startswith(kept):
-        raise DassError(f"{name}: damaged in the middle (not only a torn last row); cannot resume")
-    return [_unflat(r, columns, from_text=True) for r in body], len(kept.encode("utf-8"))
+    damaged = DassError(f"{name}: damaged in the middle (not only a torn last row); cannot resume")
+    if not text.startswith(kept) or any(len(r) != len(header) for r in body):
+        raise damaged
+    try:
+        return [_unflat(r, columns, from_text=True) for r in body], len(kept.encode("utf-8"))
+    except ValueError:
+        raise damaged from None
 
 
 # ------------------------------------------------------------------------------------------- store
