@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import DassError
 
-__all__ = ["add_arguments", "event_params", "run", "wanted"]
+__all__ = ["add_arguments", "add_event_arguments", "event_params", "run", "wanted"]
 
 EXAMPLES = """\
 archives (many files in one resumable job; see docs/archive.md):
@@ -64,6 +64,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "raven (selection table); default csv")
     events.add_argument("--events-dir", metavar="DIR",
                         help="write each file's events to DIR/<name>.events.csv (.labels.txt, .selections.txt, ...)")
+    add_event_arguments(events)
+
+
+def add_event_arguments(events: Any) -> None:
+    """The event-detection settings (``dass tag --events`` and ``dass serve``)."""
     for flag, default, meaning in (("--on-threshold", "0.5", "an event starts where the score reaches P"),
                                    ("--off-threshold", "0.3", "... and lasts while it stays >= P")):
         events.add_argument(flag, action="append", default=[], metavar="P|LABEL=P",

@@ -72,7 +72,7 @@ class Prepared:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def prepare(path: str, min_frames: int = 1024, max_frames: int | None = None) -> Prepared:
+def prepare(path: str, min_frames: int = 1024, max_frames: int | None = None, progress: bool = False) -> Prepared:
     """Decode one file and compute its normalised features (any failure becomes ``Prepared.error``).
 
     The features are :func:`dass.inference.streaming.file_features` (block by block), cut to
@@ -85,7 +85,7 @@ def prepare(path: str, min_frames: int = 1024, max_frames: int | None = None) ->
         from ..inference.streaming import audio_duration, file_features
 
         duration = audio_duration(path)
-        features = file_features(path)
+        features = file_features(path, progress=progress)
         if max_frames is not None:
             features = features[:max_frames]
         audio_frames = int(features.shape[0])
@@ -139,7 +139,8 @@ class Tagger:
         with torch.inference_mode():
             return torch.sigmoid(self.model(batch.to(self.device)).float()).cpu()
 
-    def _row(self, item: Prepared, probabilities: Any, events: list[dict[str, Any]] | None) -> dict[str, Any]:
+    def row(self, item: Prepared, probabilities: Any, events: list[dict[str, Any]] | None) -> dict[str, Any]:
+        """The result row of one clip from its probabilities ``(classes,)`` (and events)."""
         from ..commands.tag import top_classes
 
         top = top_classes(probabilities, self.names, self.options.top_k, self.options.threshold)
@@ -148,20 +149,29 @@ class Tagger:
                 "top": [{**t, "probability": round(t["probability"], 6)} for t in top], "events": events,
                 "scores": [round(float(p), 6) for p in probabilities.tolist()]}
 
-    def _with_events(self, item: Prepared) -> dict[str, Any]:
+    def timeline(self, item: Prepared, progress: bool = False) -> tuple[Any, Any, Any]:
+        """``(clip probabilities (classes,), times_s (S, 2), scores (S, classes))`` of one clip on the 0.32 s
+        timeline, from one pass; only the file's own audio (frames starting in the zero padding are
+        dropped, the last one ends with the audio)."""
         import torch
 
-        from ..events import detect_events
         from ..inference import predict_with_timeline
 
         clip, times_s, scores = predict_with_timeline(self.model, torch.from_numpy(item.features), EVENT_FRAME_S,
-                                                      precision=self.options.precision)
-        # Only the file's own audio: frames that start in the zero padding go, the last one ends with the audio.
+                                                      progress=progress, precision=self.options.precision)
         end_s = item.audio_frames * 0.01
         keep = times_s[:, 0] < end_s
-        times_s, scores = times_s[keep].clamp(max=end_s), scores[keep]
-        events = detect_events(times_s, scores, self.columns, self.options.events)
-        return self._row(item, clip[0], [_event_dict(e) for e in events])
+        return clip[0], times_s[keep].clamp(max=end_s), scores[keep]
+
+    def events(self, times_s: Any, scores: Any) -> list[dict[str, Any]]:
+        """The events (as row dicts) of a timeline, with the job's settings."""
+        from ..events import detect_events
+
+        return [_event_dict(e) for e in detect_events(times_s, scores, self.columns, self.options.events)]
+
+    def _with_events(self, item: Prepared) -> dict[str, Any]:
+        clip, times_s, scores = self.timeline(item)
+        return self.row(item, clip, self.events(times_s, scores))
 
     def tag(self, items: Sequence[Prepared]) -> list[dict[str, Any]]:
         """Rows of clips that share one length (one model call); a failing batch is retried clip by clip."""
@@ -175,7 +185,7 @@ class Tagger:
             if len(items) == 1:
                 return [_error_row(items[0].file, str(e))]
             return [row for item in items for row in self.tag([item])]
-        return [self._row(item, p, None) for item, p in zip(items, probs)]
+        return [self.row(item, p, None) for item, p in zip(items, probs)]
 
     @staticmethod
     def _guarded(fn: Any, item: Prepared) -> dict[str, Any]:

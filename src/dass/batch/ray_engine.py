@@ -43,7 +43,9 @@ class _RayTagger:
         from ..models.registry import build_from_config
 
         torch.set_num_threads(max(1, int(threads)))
-        config, state = model_ref
+        import ray
+
+        config, state = ray.get(model_ref)  # a reference nested in the arguments is not resolved by Ray
         model = build_from_config(config)
         model.load_state_dict(state)
         self.tagger = Tagger(model, names, options)
@@ -75,6 +77,7 @@ def run_ray(paths: Sequence[str], model: Any, names: Sequence[str | None] | None
             import os
 
             kwargs["num_cpus"] = max(actors * threads, os.cpu_count() or 1)
+            kwargs["_node_ip_address"] = "127.0.0.1"  # a cluster of this machine alone: loopback only
         ray.init(address=address, **kwargs)
         started = True
     try:
