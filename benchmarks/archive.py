@@ -155,9 +155,9 @@ def main() -> int:
     seconds = {"10 s": 10.0, long_label: args.long_seconds}
     lines = [
         "$ python3 benchmarks/archive.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
-        f"CPU: {cpu_model()}; {os.cpu_count()} logical cores; torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads; job: workers={args.workers if args.workers is not None else 'default'}"
-        f" batch_size={args.batch_size}; model {args.model} (random weights, 527 classes)",
+        (f"CPU: {cpu_model()}; {os.cpu_count()} logical cores; torch {torch.__version__}, "
+         f"{torch.get_num_threads()} threads; job: workers={args.workers if args.workers is not None else 'default'}"
+         f" batch_size={args.batch_size}; model {args.model} (random weights, 527 classes)"),
         f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}",
         "",
         f"{'set':<8} {'method':<14} {'files':>6} {'wall s':>9} {'files/s':>9} {'audio-h/h':>10} {'vs loop':>8}",

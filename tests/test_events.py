@@ -10,8 +10,16 @@ import pandas as pd
 import pytest
 
 from dass.errors import ConfigError
-from dass.events import (RAVEN_COLUMNS, Event, EventParams, detect_events, detect_events_reference,
-                         format_events_text, median_filter, write_events)
+from dass.events import (
+    RAVEN_COLUMNS,
+    Event,
+    EventParams,
+    detect_events,
+    detect_events_reference,
+    format_events_text,
+    median_filter,
+    write_events,
+)
 
 STEP = 0.32
 
@@ -24,7 +32,7 @@ def frames(n: int) -> np.ndarray:
 
 def one_class(values, **params) -> list[tuple[float, float]]:
     scores = np.asarray(values, dtype=float)[:, None]
-    base = dict(median_frames=1, min_duration_s=0.0, min_gap_s=0.0)
+    base = {"median_frames": 1, "min_duration_s": 0.0, "min_gap_s": 0.0}
     events = detect_events(frames(len(values)), scores, ["x"], EventParams(**{**base, **params}))
     reference = detect_events_reference(frames(len(values)), scores, ["x"], EventParams(**{**base, **params}))
     assert events == reference
@@ -58,7 +66,7 @@ def test_min_duration_and_min_gap() -> None:
 
 def test_per_class_parameters_and_labels() -> None:
     scores = np.array([[0.4, 0.4], [0.45, 0.45], [0.1, 0.1]])
-    base = dict(median_frames=1, min_duration_s=0.0, min_gap_s=0.0, off_threshold=0.3)
+    base = {"median_frames": 1, "min_duration_s": 0.0, "min_gap_s": 0.0, "off_threshold": 0.3}
     events = detect_events(frames(3), scores, ["Dog", "Siren"], EventParams(on_threshold={"*": 0.5, "Siren": 0.42},
                                                                             **base))
     assert [(e.label, e.class_index, e.onset_s, e.offset_s, e.peak) for e in events] == [("Siren", 1, 0.0, 0.64, 0.45)]

@@ -166,7 +166,7 @@ def test_progress_reaches_the_page_from_the_tiled_engine(setup, tmp_path) -> Non
     """A file longer than one tile: the job reports the feature blocks and the engine's tiles as they go."""
     from dass.serve import Analyzer
 
-    root, model = setup
+    _, model = setup
     recording(tmp_path / "long.wav", 200.0, [(150, 160)], seed=3)  # 20 000 frames > one tile of 16 384
     analyzer = Analyzer(model, LABELS)
     try:

@@ -41,9 +41,10 @@ import csv
 import io
 import json
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -113,7 +114,7 @@ def _per_class(name: str, value: PerClass, default: float, labels: Sequence[str]
         return out
     if isinstance(value, (str, bytes)):
         raise ConfigError(f"{name} must be a number, a sequence or a mapping, got {value!r}")
-    if isinstance(value, Sequence) or isinstance(value, np.ndarray):
+    if isinstance(value, (Sequence, np.ndarray)):
         out = np.asarray(value, dtype=np.float64)
         if out.shape != (classes,):
             raise ConfigError(f"{name}: {out.size} values for {classes} classes")

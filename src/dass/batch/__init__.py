@@ -26,7 +26,7 @@ _LAZY = {
     "tag": "job", "Summary": "job", "TagOptions": "pipeline", "collect_paths": "collect", "read_rows": "store",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = ["Summary", "TagOptions", "collect_paths", "read_rows", "tag"]
 
 
 def __getattr__(name: str) -> Any:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from ..errors import DassError
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from ..errors import ConfigError
 from ..events import EventParams
-from .pipeline import TagOptions, Tagger, default_workers, run_local
+from .pipeline import Tagger, TagOptions, default_workers, run_local
 from .store import ResultStore
 
 __all__ = ["Summary", "tag"]

@@ -16,10 +16,11 @@ docs/archive.md for a multi-node cluster.
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from ..errors import DassError
-from .pipeline import TagOptions, Tagger, prepare
+from .pipeline import Tagger, TagOptions, prepare
 
 __all__ = ["require_ray", "run_ray"]
 
@@ -28,7 +29,7 @@ def require_ray() -> Any:
     """``import ray`` (with Ray Data) or a :class:`DassError` saying how to install it."""
     try:
         import ray
-        import ray.data  # noqa: F401
+        import ray.data
     except ImportError:
         raise DassError('the Ray engine needs Ray Data: pip install "dass[ray]" (or pip install "ray[data]")') from None
     return ray

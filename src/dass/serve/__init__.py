@@ -37,7 +37,7 @@ import uuid
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import unquote
 
 from ..errors import DassError
@@ -94,7 +94,7 @@ class Job:
         self._lock = threading.Lock()
 
     # the phases and their share of the bar: decoding + features, then the model
-    _SPAN = {"features": (0.0, 0.3), "DASS": (0.3, 0.98)}
+    _SPAN: ClassVar[dict[str, tuple[float, float]]] = {"features": (0.0, 0.3), "DASS": (0.3, 0.98)}
 
     def report(self, desc: str, done: float, total: float | None) -> None:
         lo, hi = self._SPAN.get(desc, (self.progress, self.progress))
@@ -115,7 +115,7 @@ class Analyzer:
     def __init__(self, model: Any, names: list[str] | None, model_name: str = "model",
                  root: str | os.PathLike | None = None, events: Any = None, heatmap_classes: int = HEATMAP_CLASSES,
                  min_frames: int = 1024) -> None:
-        from ..batch.pipeline import TagOptions, Tagger
+        from ..batch.pipeline import Tagger, TagOptions
         from ..events import EventParams
 
         self.tagger = Tagger(model, names, TagOptions(top_k=10, events=events or EventParams(), min_frames=min_frames))
@@ -205,7 +205,7 @@ class _Handler(BaseHTTPRequestHandler):
     analyzer: Analyzer
     server_version = "dass-serve"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: Any) -> None:
         if os.environ.get("DASS_SERVE_LOG"):
             super().log_message(format, *args)
 
@@ -226,10 +226,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _error(self, status: int, message: str) -> None:
         self._json(status, {"error": message})
 
-    def do_HEAD(self) -> None:  # noqa: N802 - http.server's naming
+    def do_HEAD(self) -> None:
         self.do_GET()
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         if path in ("/", "/index.html"):
             return self._static("index.html")
@@ -245,7 +245,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._audio(job) if match.group(2) else self._json(200, job.status())
         self._error(404, f"{path}: not found")
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         path = self.path.split("?", 1)[0]
         length = int(self.headers.get("Content-Length") or 0)
         if path == "/api/upload":
