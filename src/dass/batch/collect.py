@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import fnmatch
-import json
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -63,16 +62,10 @@ def list_file_paths(list_file: str | os.PathLike) -> list[str]:
 def datafile_paths(datafile: str | os.PathLike) -> list[str]:
     """The ``wav`` paths of an AST JSON datafile (``{"data": [{"wav": ...}, ...]}``), resolved as
     :func:`dass.data.dataset.read_datafile` does (relative to the JSON file's folder); labels are ignored."""
+    from ..data.dataset import datafile_entries
+
     source = Path(datafile)
-    try:
-        content = json.loads(source.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DassError(f"{source}: no such datafile") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DassError(f"{source}: cannot read the JSON datafile ({e})") from None
-    entries = content.get("data") if isinstance(content, dict) else None
-    if not isinstance(entries, list):
-        raise DassError(f"{source}: expected a JSON object {{\"data\": [{{\"wav\": ...}}, ...]}}")
+    entries = datafile_entries(source)
     base = source.resolve().parent
     paths = []
     for i, entry in enumerate(entries):

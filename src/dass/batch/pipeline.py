@@ -25,7 +25,7 @@ from ..errors import ConfigError, DassError
 from ..events import EventParams
 from .store import score_columns
 
-__all__ = ["EVENT_FRAME_S", "Prepared", "TagOptions", "Tagger", "prepare", "run_local"]
+__all__ = ["EVENT_FRAME_S", "Prepared", "TagOptions", "Tagger", "pad_features", "prepare", "run_local"]
 
 EVENT_FRAME_S = 0.32  # events are found on the finest timeline: one row per final-map column of DASS
 
@@ -73,6 +73,25 @@ class Prepared:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def pad_features(features: Any, min_frames: int, max_frames: int | None = None) -> tuple[Any, int]:
+    """Normalised features ``(T, F)`` cut to ``max_frames`` and zero-padded (zeros before normalisation,
+    as :class:`dass.features.FeatureExtractor` pads) to ``min_frames``; returns them and the audio frames kept."""
+    import torch
+
+    from ..features import AUDIOSET_MEAN, AUDIOSET_STD, normalize
+
+    if max_frames is not None:
+        features = features[:max_frames]
+    audio_frames = int(features.shape[0])
+    length = max(audio_frames, min_frames)
+    if max_frames is not None:
+        length = min(length, max_frames)
+    if length > audio_frames:
+        pad = normalize(torch.zeros(length - audio_frames, features.shape[1]), AUDIOSET_MEAN, AUDIOSET_STD)
+        features = torch.cat([features, pad])
+    return features, audio_frames
+
+
 def prepare(path: str, min_frames: int = 1024, max_frames: int | None = None, progress: bool = False) -> Prepared:
     """Decode one file and compute its normalised features (any failure becomes ``Prepared.error``).
 
@@ -80,22 +99,10 @@ def prepare(path: str, min_frames: int = 1024, max_frames: int | None = None, pr
     ``max_frames`` and zero-padded (before normalisation) to ``min_frames``, as ``dass tag`` does.
     """
     try:
-        import torch
-
-        from ..features import AUDIOSET_MEAN, AUDIOSET_STD, normalize
         from ..inference.streaming import audio_duration, file_features
 
         duration = audio_duration(path)
-        features = file_features(path, progress=progress)
-        if max_frames is not None:
-            features = features[:max_frames]
-        audio_frames = int(features.shape[0])
-        length = max(audio_frames, min_frames)
-        if max_frames is not None:
-            length = min(length, max_frames)
-        if length > audio_frames:
-            pad = normalize(torch.zeros(length - audio_frames, features.shape[1]), AUDIOSET_MEAN, AUDIOSET_STD)
-            features = torch.cat([features, pad])
+        features, audio_frames = pad_features(file_features(path, progress=progress), min_frames, max_frames)
         if duration is None:  # a container libsndfile cannot read: the span the frames cover
             duration = (audio_frames - 1) * 0.01 + 0.025
         return Prepared(path, features.numpy(), audio_frames, float(duration))

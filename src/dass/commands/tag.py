@@ -147,23 +147,13 @@ def clip_features(path: str, max_frames: int | None, min_frames: int) -> tuple[A
     are computed block by block (:func:`dass.inference.file_features`): an hour of audio costs its
     features (~180 MB), not a copy of the waveform.
     """
-    import torch
-
-    from ..features import AUDIOSET_MEAN, AUDIOSET_STD, normalize
+    from ..batch.pipeline import pad_features
     from ..inference.streaming import audio_duration, file_features
 
     duration = audio_duration(path)
     long_file = duration is not None and duration * 100 > LONG_INPUT_FRAMES
-    features = file_features(path, progress=long_file and sys.stderr.isatty())
-    if max_frames is not None:
-        features = features[:max_frames]
-    audio_frames = int(features.shape[0])
-    length = max(audio_frames, min_frames)
-    if max_frames is not None:
-        length = min(length, max_frames)
-    if length > audio_frames:  # zeros before normalisation, as FeatureExtractor pads
-        pad = normalize(torch.zeros(length - audio_frames, features.shape[1]), AUDIOSET_MEAN, AUDIOSET_STD)
-        features = torch.cat([features, pad])
+    features, audio_frames = pad_features(file_features(path, progress=long_file and sys.stderr.isatty()),
+                                          min_frames, max_frames)
     if duration is None:  # a container libsndfile cannot read: the span the frames cover
         duration = (audio_frames - 1) * 0.01 + 0.025
     return features[None], audio_frames, duration
