@@ -81,6 +81,11 @@ def run_ray(paths: Sequence[str], model: Any, names: Sequence[str | None] | None
             kwargs["_node_ip_address"] = "127.0.0.1"  # a cluster of this machine alone: loopback only
         ray.init(address=address, **kwargs)
         started = True
+    import logging
+
+    quiet = logging.getLogger("ray.data")  # its INFO lines would interleave with the progress bar
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)
     try:
         context = ray.data.DataContext.get_current()
         context.execution_options.preserve_order = True
@@ -96,5 +101,6 @@ def run_ray(paths: Sequence[str], model: Any, names: Sequence[str | None] | None
         for record in tagged.iter_rows():
             yield json.loads(record["row"])
     finally:
+        quiet.setLevel(level)
         if started:
             ray.shutdown()
