@@ -3,7 +3,8 @@
 #   bash scripts/install.sh          # the library + CLI
 #   bash scripts/install.sh --test   # ... plus the test dependencies
 # System packages: libsndfile (audio I/O), FluidSynth + the FluidR3 GM soundfont and espeak-ng
-# (real instrument and speech sources for `dass synth`; dass works without them, with fewer classes).
+# (real instrument and speech sources for `dass synth`; dass works without them, with fewer classes);
+# with --test also chromium + chromium-driver (the headless browser of the `dass serve` page test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +16,7 @@ case "${1:-}" in
 esac
 
 pkgs="libsndfile1 fluidsynth fluid-soundfont-gm espeak-ng"
+if [ -n "$extras" ]; then pkgs="$pkgs chromium chromium-driver"; fi
 if command -v apt-get >/dev/null 2>&1 && command -v dpkg >/dev/null 2>&1; then
   missing=""
   for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
