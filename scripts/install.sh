@@ -5,7 +5,8 @@
 # System packages: libsndfile (audio I/O), FluidSynth + the FluidR3 GM soundfont and espeak-ng
 # (real instrument and speech sources for `dass synth`; dass works without them, with fewer classes),
 # festival with three English voices (recorded diphones / HTS, ~11 MB: more voices for
-# `dass synth --task keywords|speakers`; optional too).
+# `dass synth --task keywords|speakers`; optional too);
+# with --test also chromium + chromium-driver (the headless browser of the `dass serve` page test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +18,7 @@ case "${1:-}" in
 esac
 
 pkgs="libsndfile1 fluidsynth fluid-soundfont-gm espeak-ng festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts"
+if [ -n "$extras" ]; then pkgs="$pkgs chromium chromium-driver"; fi
 if command -v apt-get >/dev/null 2>&1 && command -v dpkg >/dev/null 2>&1; then
   missing=""
   for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done

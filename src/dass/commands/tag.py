@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Any
 
+from ..batch import cli as batch_cli
 from ..errors import DassError
 
 NAME = "tag"
@@ -46,11 +47,12 @@ one column per class) or .json into --timeline-dir, and with --plot a heat map o
 the text output lists where each top class peaks.
 
 default model: {DEFAULT_MODEL}
-"""
+
+{batch_cli.EXAMPLES}"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("files", nargs="+", metavar="FILE", help="audio files to tag")
+    parser.add_argument("files", nargs="*", metavar="FILE", help="audio files (or folders: see archives below) to tag")
     parser.add_argument("--model", default=DEFAULT_MODEL, metavar="PATH_OR_ID",
                         help=f"checkpoint folder/file or Hugging Face hub id (default: {DEFAULT_MODEL})")
     parser.add_argument("--top-k", type=int, default=5, metavar="K",
@@ -77,6 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           help="write <file>.timeline.csv/.json here (default: the current directory)")
     timeline.add_argument("--plot", action="store_true",
                           help="with --timeline: also write <file>.timeline.png (heat map of the top classes)")
+    batch_cli.add_arguments(parser)
 
 
 # ----------------------------------------------------------------------------------------- helpers
@@ -144,23 +147,13 @@ def clip_features(path: str, max_frames: int | None, min_frames: int) -> tuple[A
     are computed block by block (:func:`dass.inference.file_features`): an hour of audio costs its
     features (~180 MB), not a copy of the waveform.
     """
-    import torch
-
-    from ..features import AUDIOSET_MEAN, AUDIOSET_STD, normalize
+    from ..batch.pipeline import pad_features
     from ..inference.streaming import audio_duration, file_features
 
     duration = audio_duration(path)
     long_file = duration is not None and duration * 100 > LONG_INPUT_FRAMES
-    features = file_features(path, progress=long_file and sys.stderr.isatty())
-    if max_frames is not None:
-        features = features[:max_frames]
-    audio_frames = int(features.shape[0])
-    length = max(audio_frames, min_frames)
-    if max_frames is not None:
-        length = min(length, max_frames)
-    if length > audio_frames:  # zeros before normalisation, as FeatureExtractor pads
-        pad = normalize(torch.zeros(length - audio_frames, features.shape[1]), AUDIOSET_MEAN, AUDIOSET_STD)
-        features = torch.cat([features, pad])
+    features, audio_frames = pad_features(file_features(path, progress=long_file and sys.stderr.isatty()),
+                                          min_frames, max_frames)
     if duration is None:  # a container libsndfile cannot read: the span the frames cover
         duration = (audio_frames - 1) * 0.01 + 0.025
     return features[None], audio_frames, duration
@@ -289,6 +282,10 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     model = from_pretrained(args.model, device=device)
     names = class_names(model, args.labels)
+    if batch_cli.wanted(args):  # folders, lists, --output, --events, --ray: dass.batch
+        return batch_cli.run(args, model, names, device)
+    if not args.files:
+        raise DassError("no files to tag")
 
     results: list[dict[str, Any]] = []
     failed = 0

@@ -47,7 +47,8 @@ from ..errors import DassError
 from ..features import AUDIOSET_MEAN, AUDIOSET_STD, FeatureExtractor
 from .labels import LabelInfo, read_class_labels_csv
 
-__all__ = ["Clip", "AudioTaggingDataset", "read_datafile", "class_balanced_weights", "spec_augment_mask"]
+__all__ = ["Clip", "AudioTaggingDataset", "datafile_entries", "read_datafile", "class_balanced_weights",
+           "spec_augment_mask"]
 
 
 @dataclass(frozen=True)
@@ -60,9 +61,8 @@ class Clip:
     label_indices: tuple[int, ...]
 
 
-def read_datafile(datafile: str | os.PathLike, labels: list[LabelInfo], label_csv: str | os.PathLike = "",
-                  check_files: bool = True) -> list[Clip]:
-    """Parse an AST JSON datafile against ``labels``. Raises :class:`DassError` naming the file and entry."""
+def datafile_entries(datafile: str | os.PathLike) -> list[Any]:
+    """The ``data`` list of an AST JSON datafile (not empty; entries unchecked). Raises :class:`DassError`."""
     datafile = Path(datafile)
     try:
         content = json.loads(datafile.read_text(encoding="utf-8"))
@@ -75,6 +75,14 @@ def read_datafile(datafile: str | os.PathLike, labels: list[LabelInfo], label_cs
         raise DassError(f"{datafile}: expected a JSON object {{\"data\": [{{\"wav\": ..., \"labels\": ...}}, ...]}}")
     if not entries:
         raise DassError(f"{datafile}: the datafile lists no clips")
+    return entries
+
+
+def read_datafile(datafile: str | os.PathLike, labels: list[LabelInfo], label_csv: str | os.PathLike = "",
+                  check_files: bool = True) -> list[Clip]:
+    """Parse an AST JSON datafile against ``labels``. Raises :class:`DassError` naming the file and entry."""
+    datafile = Path(datafile)
+    entries = datafile_entries(datafile)
     by_mid = {label.mid: label.index for label in labels}
     base = datafile.resolve().parent
     clips = []
