@@ -2,7 +2,7 @@
 
 A *source* of unlabelled audio is one of
 
-* a directory: every audio file below it (recursively, by suffix: :data:`AUDIO_SUFFIXES`), sorted;
+* a directory: every audio file below it (recursively, by suffix, hidden entries skipped), sorted;
 * a text file (``.txt`` / ``.lst`` / ``.list``): one path per line (relative paths are resolved
   against the list's folder; blank lines and lines starting with ``#`` are skipped);
 * an AST JSON datafile (``.json``, ``{"data": [{"wav": ...}, ...]}``): its ``wav`` entries, the
@@ -15,7 +15,6 @@ normalised, with the feature cache of :class:`dass.data.dataset.AudioTaggingData
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -24,71 +23,43 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..audio import SOUNDFILE_SUFFIXES
 from ..errors import DassError
 from ..features import AUDIOSET_MEAN, AUDIOSET_STD, FeatureExtractor
 from .dataset import AudioTaggingDataset, Clip
 
-__all__ = ["AUDIO_SUFFIXES", "LIST_SUFFIXES", "UnlabelledAudio", "list_audio_files", "split_files"]
+__all__ = ["LIST_SUFFIXES", "UnlabelledAudio", "list_audio_files", "split_files"]
 
-#: Suffixes a directory scan picks up: libsndfile's and the common containers PyAV decodes.
-AUDIO_SUFFIXES = frozenset(SOUNDFILE_SUFFIXES | {".m4a", ".mp4", ".aac", ".wma", ".webm", ".mkv", ".opus"})
 LIST_SUFFIXES = (".txt", ".lst", ".list")
 
 
-def _from_json(path: Path) -> list[str]:
-    try:
-        content = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DassError(f"{path}: cannot read the JSON datafile ({e})") from None
-    entries = content.get("data") if isinstance(content, dict) else None
-    if not isinstance(entries, list):
-        raise DassError(f'{path}: expected a JSON object {{"data": [{{"wav": ...}}, ...]}}')
-    files = []
-    for i, entry in enumerate(entries):
-        if not isinstance(entry, dict) or not isinstance(entry.get("wav"), str):
-            raise DassError(f'{path}: entry {i}: expected {{"wav": str, ...}}, got {entry!r}')
-        files.append(entry["wav"])
-    return files
-
-
-def _from_list(path: Path) -> list[str]:
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise DassError(f"{path}: cannot read the list of audio files ({e})") from None
-    return [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
-
-
 def list_audio_files(source: str | os.PathLike, check_files: bool = True) -> list[str]:
-    """Absolute paths of the audio files of ``source`` (a directory, a text list or a JSON datafile).
+    """Absolute paths of the audio files of ``source`` (a directory, a text list or a JSON datafile),
+    collected by :mod:`dass.batch.collect` (the file collection ``dass tag`` batch jobs use).
 
     Raises :class:`DassError` naming the source when it does not exist, holds no audio, or (with
     ``check_files``) lists a file that does not exist.
     """
+    from ..batch.collect import AUDIO_SUFFIXES, datafile_paths, list_file_paths, scan_folder
+
     path = Path(source).expanduser()
     if path.is_dir():
-        files = sorted(str(p.resolve()) for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+        files = [os.path.abspath(f) for f in scan_folder(path)]
         if not files:
-            raise DassError(
-                f"{path}: no audio files below this directory (suffixes: {', '.join(sorted(AUDIO_SUFFIXES))})"
-            )
+            raise DassError(f"{path}: no audio files below this directory (suffixes: {', '.join(AUDIO_SUFFIXES)})")
         return files
     if not path.is_file():
         raise DassError(f"{path}: no such directory, file list or datafile")
     if path.suffix.lower() == ".json":
-        entries = _from_json(path)
+        files = datafile_paths(path)
     elif path.suffix.lower() in LIST_SUFFIXES:
-        entries = _from_list(path)
+        files = list_file_paths(path)
     else:
         raise DassError(
             f"{path}: expected a directory of audio files, a text list ({', '.join(LIST_SUFFIXES)}) "
             "or an AST JSON datafile (.json)"
         )
-    if not entries:
+    if not files:
         raise DassError(f"{path}: lists no audio files")
-    base = path.resolve().parent
-    files = [os.path.normpath(e if os.path.isabs(e) else os.path.join(base, e)) for e in entries]
     if check_files:
         for i, file in enumerate(files):
             if not os.path.isfile(file):
